@@ -1,0 +1,62 @@
+# Two commands do all the set-up on a fresh Debian machine with only python3 and root:
+#   make test   (venv, package + test extras, OS packages for the test servers, the whole suite)
+#   make demo   (the main job)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test unit integration faults soak demo bench lint cov os-deps clean
+
+$(PY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): $(PY) setup.cfg setup.py
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# The test servers: a private mariadbd and redis-server are started by the fixtures; install them when missing.
+os-deps:
+	@missing=""; \
+	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: $(STAMP) os-deps
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) os-deps
+	$(PY) -m pytest -q tests/integration
+
+faults: $(STAMP) os-deps
+	$(PY) -m pytest -q tests/faults
+
+cov: $(STAMP)
+	$(PY) -m pytest -q tests/unit --cov=gpool --cov-report=term-missing
+
+soak: $(STAMP) os-deps
+	GPOOL_SOAK_SECONDS=$${GPOOL_SOAK_SECONDS:-300} $(PY) -m pytest -q -s -m slow tests/faults
+
+demo: $(STAMP) os-deps
+	$(PY) examples/demo.py
+
+bench: $(STAMP) os-deps
+	$(PY) -m pip install -q -e '.[bench]' || true
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,135 @@
+"""The connection protocol the pool understands, and a ready-made TCP connection.
+
+The pool does not require these classes: a factory may return any object. When the object has
+``open()``, ``close()``, ``is_connected()``, ``is_expired()``, ``reset()`` or ``is_fatal(exc)``, the pool
+uses them; :class:`Connection` documents what each is for.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import socket as _socket
+import time
+from typing import Optional
+
+import gevent.socket
+
+__all__ = ["Connection", "TcpConnection", "socket_is_clean"]
+
+
+def socket_is_clean(sock: _socket.socket) -> bool:
+    """True when ``sock`` is open, the peer has not closed it and no unread bytes wait on it.
+
+    Costs one non-blocking ``recv(MSG_PEEK)`` system call, no round trip. Works on gevent sockets,
+    whose own ``recv`` would wait for data instead of reporting that there is none.
+    """
+    raw = getattr(sock, "_sock", sock)  # gevent wraps the real socket; its recv never blocks
+    try:
+        raw.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except (OSError, ValueError):  # ValueError: a closed socket object (fileno -1)
+        return False
+    return False  # b"": the peer closed; any byte: a reply nobody read
+
+
+class Connection(abc.ABC):
+    """Abstract base for pooled connections.
+
+    The pool calls :meth:`open` once after the factory built the object, :meth:`is_connected` before
+    handing out a connection that sat idle longer than the pool's ``check_interval``, :meth:`reset` when
+    the connection comes back, :meth:`is_fatal` when the user's block raised, :meth:`is_expired` at
+    checkout and in the reaper, and :meth:`close` exactly once when the pool discards it.
+    """
+
+    def __init__(self, lifetime: Optional[float] = None) -> None:
+        if lifetime is not None and (not isinstance(lifetime, (int, float)) or lifetime <= 0):
+            raise ValueError(f"lifetime must be a positive number of seconds or None, got {lifetime!r}")
+        self.lifetime = lifetime
+        self.created_at = time.monotonic()
+        #: set by the pool each time the connection is released
+        self.last_used_at = self.created_at
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect. Raise on failure; the pool retries with backoff."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect and free resources. Must not raise for an already closed connection."""
+
+    @abc.abstractmethod
+    def is_connected(self) -> bool:
+        """Return False when the connection can no longer be used. Called only on idle connections."""
+
+    def is_expired(self) -> bool:
+        """True once the connection outlived ``lifetime`` (never, when ``lifetime`` is None)."""
+        return self.lifetime is not None and time.monotonic() - self.created_at >= self.lifetime
+
+    def reset(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Bring the connection back to a clean state before the next user. Raising drops it."""
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised inside ``with pool.connection()``, leaves the connection unusable.
+
+        By default socket-level errors (``OSError``, which includes timeouts and resets) and ``EOFError``.
+        """
+        return isinstance(exc, (OSError, EOFError))
+
+
+class TcpConnection(Connection):
+    """A pooled raw TCP connection (a cooperative gevent socket).
+
+    ``timeout`` applies to connecting and to every socket operation; ``lifetime`` retires the
+    connection after that many seconds.
+    """
+
+    def __init__(
+        self, host: str, port: int, lifetime: Optional[float] = None, timeout: Optional[float] = None
+    ) -> None:
+        super().__init__(lifetime)
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty string, got {host!r}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"port must be an integer from 1 to 65535, got {port!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.socket: Optional[_socket.socket] = None
+
+    def __repr__(self) -> str:
+        state = "open" if self.socket is not None else "closed"
+        return f"<TcpConnection {self.host}:{self.port} {state}>"
+
+    def open(self) -> None:
+        self.socket = gevent.socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+    def close(self) -> None:
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            sock.close()
+
+    def is_connected(self) -> bool:
+        """A zero-round-trip check: the peer has not closed and no unread bytes are waiting.
+
+        Unread bytes on an idle connection mean a reply nobody read; handing it out would give the
+        next user someone else's answer, so that counts as not connected.
+        """
+        return self.socket is not None and socket_is_clean(self.socket)
+
+    def _sock(self) -> _socket.socket:
+        if self.socket is None:
+            raise OSError(errno.ENOTCONN, f"connection to {self.host}:{self.port} is closed")
+        return self.socket
+
+    def sendall(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        self._sock().sendall(data)
+
+    def recv(self, size: int) -> bytes:
+        """Receive up to ``size`` bytes (``b""`` when the peer closed)."""
+        return self._sock().recv(size)
