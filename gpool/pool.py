@@ -595,15 +595,11 @@ class Pool(Generic[T]):
             if callable(opener):
                 opener()
             return conn
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
+        except BaseException as exc:
             if conn is not None:
                 self._quiet_close(conn)
-            raise TimeoutError(f"connect timed out after {timeout:.3f}s") from None
-        except BaseException:
-            if conn is not None:
-                self._quiet_close(conn)
+            if exc is timer:  # our own bound, not an outer Timeout: a connect error like any other
+                raise TimeoutError(f"connect timed out after {timeout:.3f}s") from None
             raise
         finally:
             timer.close()
