@@ -27,14 +27,18 @@ class _Entry:
         "created_at",
         "expires_at",
         "fast_until",
+        "fresh_for",
         "gen",
         "holder",
         "is_connected",
         "is_expired",
         "is_fatal",
         "last_used_at",
+        "leak_reported",
         "native",
         "reset",
+        "retire_at",
+        "stack",
         "usage",
     )
 
@@ -45,8 +49,15 @@ class _Entry:
         self.checked_out_at = now
         #: the moment max_lifetime (with its jitter) is reached; inf when unlimited
         self.expires_at = expires_at
+        #: a release at or after this moment closes the connection (lifetime, max_usage, pool closed)
+        self.retire_at = expires_at
         #: until then a checkout needs neither an expiry nor a health check (the fast path)
         self.fast_until = now
+        #: how long after a release the connection counts as fresh (set by the pool)
+        self.fresh_for = 0.0
+        #: where it was acquired and whether its leak was reported (leak_timeout only)
+        self.stack: Any = None
+        self.leak_reported = False
         self.gen = gen
         self.usage = 0
         self.holder: Optional[greenlet] = None

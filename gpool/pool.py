@@ -4,16 +4,22 @@ Rule of the house: every decision about pool state (take an idle connection, res
 waiter, hand off, choose what to close) is made between two lines that cannot yield to the hub.
 Connecting, checking, resetting and closing happen after the decision, and whatever they may raise,
 ``gevent.Timeout`` and ``GreenletExit`` included, is undone in ``finally``.
+
+Invariant the fast paths rely on: while any greenlet waits, no connection is idle (every connection
+that becomes available goes to the oldest waiter first), and a closed pool has no idle connection.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import os
 import random
+import traceback
 import weakref
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping
 from time import monotonic
@@ -27,7 +33,7 @@ from . import _entry
 from ._entry import _Entry, _Waiter, wake
 from .errors import ConnectionNotFoundError, PoolClosedError, PoolExhaustedError
 from .reaper import ConnectionReaper
-from .stats import PoolStats
+from .stats import BUCKETS, CLOSE_REASONS, Histogram, PoolStats
 
 __all__ = ["Pool"]
 
@@ -45,7 +51,7 @@ _live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for pool in list(_live_pools):
-        pool._forked = True
+        pool._forget_parent()
 
 
 if hasattr(os, "register_at_fork"):
@@ -64,6 +70,12 @@ def _number(name: str, value: Any, *, minimum: float = 0, allow_none: bool = Fal
     if math.isnan(value) or (positive and value <= 0) or value < minimum:
         bound = "> 0" if positive else f">= {minimum}"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+def _hook(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {value!r}")
     return value
 
 
@@ -86,12 +98,13 @@ class _Checkout(Generic[T]):
             pool.release(conn)
             return
         entry = pool._in_use.get(id(conn))
-        if entry is None or entry.conn is not conn:
+        if entry is None:
             return  # the block released or dropped it itself; its own error matters more
-        if pool._is_poisoned(entry, exc):
-            pool._discard_in_use(entry, "interrupted")
-        else:
+        reason = pool._poison_reason(entry, exc)
+        if reason is None:
             pool.release(conn)
+        else:
+            pool._discard_in_use(entry, reason)
 
 
 class Pool(Generic[T]):
@@ -100,12 +113,18 @@ class Pool(Generic[T]):
     Idle connections are reused most-recently-released first, so a surplus goes idle and expires.
     When all ``max_connections`` are in use, callers wait in FIFO order and a released connection is
     handed straight to the oldest waiter. Connects are retried with backoff inside the caller's
-    timeout. A :class:`~gpool.ConnectionReaper` greenlet closes expired idle connections and refills
-    to ``initial_connections``.
+    timeout. A :class:`~gpool.ConnectionReaper` greenlet closes expired idle connections, refills
+    to ``initial_connections`` and, when asked, reports leaks and reclaims connections of dead holders.
 
-    The constructor opens ``initial_connections`` before returning (raising what the last connect
-    raised when it cannot). After :meth:`close`, every method that hands out a connection raises
-    :class:`PoolClosedError`; connections still in use are closed when they come back.
+    The constructor opens ``initial_connections`` before returning (raising :class:`PoolExhaustedError`
+    with the connect error as cause when it cannot). After :meth:`close`, every method that hands out
+    a connection raises :class:`PoolClosedError`; connections still in use are closed when they come
+    back.
+
+    Hooks (each optional, each called with the connection): ``on_connect`` after it is opened,
+    ``on_checkout`` before it is handed out, ``on_checkin`` when it comes back, ``on_drop(conn,
+    reason)`` before the pool closes it. An exception in the first three drops that connection (and
+    is logged); the pool stays consistent. ``on_drop`` errors are logged.
     """
 
     def __init__(
@@ -126,6 +145,13 @@ class Pool(Generic[T]):
         retry: int = 3,
         retry_delay: float = 0.1,
         name: Optional[str] = None,
+        leak_timeout: Optional[float] = None,
+        reclaim_dead_holders: bool = False,
+        timing_stats: bool = False,
+        on_connect: Optional[Callable[[T], Any]] = None,
+        on_checkout: Optional[Callable[[T], Any]] = None,
+        on_checkin: Optional[Callable[[T], Any]] = None,
+        on_drop: Optional[Callable[[T, str], Any]] = None,
     ) -> None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {factory!r}")
@@ -137,8 +163,10 @@ class Pool(Generic[T]):
             raise ValueError(
                 f"initial_connections must be <= max_connections ({max_connections}), got {initial_connections!r}"
             )
-        if not isinstance(reap_expired_connections, bool):
-            raise TypeError(f"reap_expired_connections must be a bool, got {reap_expired_connections!r}")
+        for flag, value in (("reap_expired_connections", reap_expired_connections),
+                            ("reclaim_dead_holders", reclaim_dead_holders), ("timing_stats", timing_stats)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
         _number("reap_interval", reap_interval, positive=True)
         self._timeout = _number("timeout", timeout, allow_none=True)
         self._max_lifetime = _number("max_lifetime", max_lifetime, allow_none=True, positive=True)
@@ -148,17 +176,28 @@ class Pool(Generic[T]):
         self._check_interval = _number("check_interval", check_interval, allow_none=True)
         self._retry = _number("retry", retry, integer=True)
         self._retry_delay = _number("retry_delay", retry_delay)
+        self._leak_timeout = _number("leak_timeout", leak_timeout, allow_none=True, positive=True)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string or None, got {name!r}")
+        self._on_connect = _hook("on_connect", on_connect)
+        self._on_checkout = _hook("on_checkout", on_checkout)
+        self._on_checkin = _hook("on_checkin", on_checkin)
+        self._on_drop = _hook("on_drop", on_drop)
 
         self.name: str = name or f"pool-{next(_names)}"
         self._factory = factory
         self._options: dict[str, Any] = dict(options or {})
-        # Until this much idle time, a checkout needs no health check nor idle-expiry test.
+        self._reclaim = reclaim_dead_holders
+        self._timing = timing_stats
+        # For this long after a release, a checkout needs no health check nor idle-expiry test. With
+        # checkout hooks, leak tracking or max_usage, never: every checkout takes the slow path, which
+        # runs them, so the fast path pays nothing for features that are off.
         self._fresh_for = min(
             math.inf if check_interval is None else check_interval,
             math.inf if idle_timeout is None else idle_timeout,
         )
+        if on_checkout is not None or leak_timeout is not None or max_usage is not None:
+            self._fresh_for = -math.inf
 
         self._idle: deque[_Entry] = deque()
         self._in_use: dict[int, _Entry] = {}  # id(conn) -> entry: O(1) and works for unhashable objects
@@ -167,10 +206,12 @@ class Pool(Generic[T]):
         self._closed = False
         self._pid = os.getpid()
         self._gen = 0  # bumped at fork: records of another generation belong to the parent
-        self._forked = False
+        self._forked = False  # set in a forked child until its first slow-path call finishes the job
         self._orphans: dict[int, Any] = {}  # connections inherited across fork: kept, never closed
         self._reaper: Optional[ConnectionReaper] = None
         self._reap_interval = reap_interval
+        if leak_timeout is not None:
+            self._reap_interval = min(reap_interval, leak_timeout / 2)
         self._reap_enabled = reap_expired_connections
         self._reset_counters()
         _live_pools.add(self)
@@ -185,10 +226,11 @@ class Pool(Generic[T]):
         log.debug("pool %r created: max_connections=%d initial_connections=%d", self.name, self._max, self._min)
 
     def _reset_counters(self) -> None:
-        self._created = self._closed_count = self._acquired = self._released = 0
-        self._dropped = self._reaped = self._timeouts = self._connect_errors = 0
-        self._check_failures = self._waits = 0
-        self._wait_total = self._wait_max = 0.0
+        self._created = self._acquired = self._released = 0
+        self._timeouts = self._connect_errors = self._waits = self._leaks = 0
+        self._closes = dict.fromkeys(CLOSE_REASONS, 0)
+        self._wait_hist = Histogram()
+        self._use_hist = Histogram()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -218,21 +260,17 @@ class Pool(Generic[T]):
         """
         if timeout is not None:
             _number("timeout", timeout)
-        if self._forked:
-            self._after_fork()
         idle = self._idle
-        if idle and not self._waiters and not self._closed:
-            # The fast path: no waiter to serve first, and a connection fresh enough to need no check.
-            entry = idle[-1]
+        if idle:  # implies: nobody waits, the pool is open
+            entry = idle.pop()
             now = monotonic()
-            if now < entry.fast_until and entry.is_expired is None:
-                idle.pop()
+            if now < entry.fast_until:  # fresh: no expiry test, no health check, no hooks due
                 entry.holder = getcurrent()
                 entry.checked_out_at = now
-                entry.usage += 1
                 self._in_use[id(entry.conn)] = entry
                 self._acquired += 1
                 return entry.conn  # type: ignore[no-any-return]
+            idle.append(entry)
         return self._acquire_slow(timeout)
 
     def release(self, conn: T) -> None:
@@ -243,54 +281,56 @@ class Pool(Generic[T]):
         Never raises for those. Raises :class:`ConnectionNotFoundError` for a connection the pool does
         not track (foreign, or already released), changing nothing.
         """
-        if self._forked:
-            self._after_fork()
         key = id(conn)
-        entry = self._in_use.get(key)
-        if entry is None or entry.conn is not conn:
+        entry = self._in_use.pop(key, None)
+        if entry is None:
             if self._orphans.pop(key, None) is not None:
                 return  # inherited from the parent process: forget it, its socket is the parent's
             raise ConnectionNotFoundError(self._not_tracked(conn))
         if entry.reset is not None and not self._closed:
+            self._in_use[key] = entry  # still counted, and droppable, while the reset may yield
             self._reset(entry)
-            if self._in_use.get(key) is not entry:
+            if self._in_use.pop(key, None) is not entry:
                 return  # the reset failed and dropped it, or another greenlet dropped it meanwhile
         now = monotonic()
-        del self._in_use[key]
         self._released += 1
         entry.holder = None
         entry.last_used_at = now
+        if self._timing:  # inlined Histogram.record: this is the hot path
+            held = now - entry.checked_out_at
+            hist = self._use_hist
+            hist.counts[bisect_left(BUCKETS, held)] += 1
+            hist.total += held
+            if held > hist.max:
+                hist.max = held
         if entry.native:
             conn.last_used_at = now  # type: ignore[attr-defined]
-        if (
-            self._closed
-            or now >= entry.expires_at
-            or (self._max_usage is not None and entry.usage >= self._max_usage)
-            or (entry.is_expired is not None and entry.is_expired())
-        ):
-            if not self._closed:
-                self._reaped += 1
-            self._discard(entry)
+        if now >= entry.retire_at:  # past max_lifetime, at max_usage, or the pool closed
+            self._discard(entry, self._retire_reason(entry, now))
             return
-        entry.fast_until = min(now + self._fresh_for, entry.expires_at)
-        self._put_back(entry)
+        if entry.is_expired is not None and entry.is_expired():
+            self._discard(entry, "expired_lifetime")
+            return
+        fresh_until = now + entry.fresh_for
+        entry.fast_until = fresh_until if fresh_until < entry.expires_at else entry.expires_at
+        if self._waiters:
+            self._hand_off(entry)
+        else:
+            self._idle.append(entry)
 
     def drop(self, conn: T) -> None:
         """Close a connection and forget it, whether it is idle or in use; its slot is freed at once.
 
         Raises :class:`ConnectionNotFoundError` for a connection the pool does not track.
         """
-        if self._forked:
-            self._after_fork()
         entry = self._in_use.get(id(conn))
-        if entry is not None and entry.conn is conn:
+        if entry is not None:
             self._discard_in_use(entry, "dropped")
             return
         for entry in self._idle:
             if entry.conn is conn:
                 self._idle.remove(entry)
-                self._dropped += 1
-                self._discard(entry)
+                self._discard(entry, "dropped")
                 return
         if self._orphans.pop(id(conn), None) is not None:
             return
@@ -315,9 +355,16 @@ class Pool(Generic[T]):
             _number("timeout", timeout)
         return _Checkout(self, timeout)
 
-    def stats(self) -> PoolStats:
-        """A frozen snapshot of gauges and counters (see :class:`PoolStats`). Works after close()."""
-        return PoolStats(
+    def stats(self, reset: bool = False) -> PoolStats:
+        """A frozen snapshot of gauges and counters (see :class:`PoolStats`). Works after close().
+
+        With ``reset=True`` the counters and histograms start again from zero after the snapshot
+        (gauges such as ``size`` are never reset).
+        """
+        closes = self._closes
+        waited, used = self._wait_hist, self._use_hist
+        zeros = max(self._acquired + self._timeouts - self._waits, 0)  # acquisitions that never queued
+        snapshot = PoolStats(
             name=self.name,
             size=self.size,
             idle=len(self._idle),
@@ -326,18 +373,32 @@ class Pool(Generic[T]):
             waiting=len(self._waiters),
             max_connections=self._max,
             created=self._created,
-            closed=self._closed_count,
+            closed=sum(closes.values()),
             acquired=self._acquired,
             released=self._released,
-            dropped=self._dropped,
-            reaped=self._reaped,
+            dropped=closes["dropped"] + closes["broken"] + closes["interrupted"] + closes["reclaimed"],
+            reaped=closes["expired_lifetime"] + closes["expired_idle"] + closes["max_usage"],
             timeouts=self._timeouts,
             connect_errors=self._connect_errors,
-            check_failures=self._check_failures,
+            check_failures=closes["check_failed"],
             waits=self._waits,
-            wait_time_total=self._wait_total,
-            wait_time_max=self._wait_max,
+            wait_time_total=waited.total,
+            wait_time_max=waited.max,
+            wait_time_p50=waited.percentile(0.5, zeros),
+            wait_time_p99=waited.percentile(0.99, zeros),
+            usage_count=sum(used.counts),
+            usage_time_total=used.total,
+            usage_time_max=used.max,
+            usage_time_p50=used.percentile(0.5),
+            usage_time_p99=used.percentile(0.99),
+            leaks=self._leaks,
+            wait_buckets=tuple(waited.counts),
+            usage_buckets=tuple(used.counts),
+            **{f"closed_{reason}": count for reason, count in closes.items()},
         )
+        if reset:
+            self._reset_counters()
+        return snapshot
 
     def close(self) -> None:
         """Close the pool (idempotent).
@@ -356,13 +417,14 @@ class Pool(Generic[T]):
         for waiter in waiters:
             waiter.state = _entry.CLOSED
             self._wake(waiter)
+        for entry in self._in_use.values():
+            entry.retire_at = -math.inf  # closed quietly when released
         reaper, self._reaper = self._reaper, None
-        self._closed_count += len(idle)
         # Decisions are made; now the I/O.
         if reaper is not None:
             reaper.stop()
         for entry in idle:
-            self._close_conn(entry)
+            self._discard(entry, "pool_closed")
         log.info("pool %r closed: %d idle closed, %d in use to close on release, %d waiters woken",
                  self.name, len(idle), len(self._in_use), len(waiters))
 
@@ -390,16 +452,17 @@ class Pool(Generic[T]):
         deadline = None if timeout is None else start + timeout
         cause: Optional[BaseException] = None
         while True:
-            if self._closed:
-                raise PoolClosedError(f"pool {self.name!r} is closed")
             if self._forked:
                 self._after_fork()
+            if self._closed:
+                raise PoolClosedError(f"pool {self.name!r} is closed")
             entry: Optional[_Entry] = None
-            if self._idle and not self._waiters:
+            fresh = False
+            if self._idle:
                 entry = self._idle.pop()
                 self._take(entry)
             else:
-                if self.size < self._max and not self._waiters:
+                if self.size < self._max:
                     self._pending += 1  # reserve the slot before connecting: the cap holds while we yield
                     state = _entry.GOT_SLOT
                 else:
@@ -414,14 +477,12 @@ class Pool(Generic[T]):
                             raise self._exhausted(start, cause)
                         continue  # forked mid-connect: start over
                     self._take(entry)
-                    entry.usage += 1
-                    self._acquired += 1
-                    return entry.conn  # type: ignore[no-any-return]
-                if state != _entry.GOT_ENTRY:
+                    fresh = True
+                elif state != _entry.GOT_ENTRY:
                     continue  # CLOSED or RETRY: the loop head decides
-                assert entry is not None
-            if self._vet(entry):
-                entry.usage += 1
+            assert entry is not None
+            if (fresh or self._vet(entry)) and self._checkout_hooks(entry):
+                self._count_use(entry)
                 self._acquired += 1
                 return entry.conn  # type: ignore[no-any-return]
 
@@ -434,11 +495,11 @@ class Pool(Generic[T]):
     def _vet(self, entry: _Entry) -> bool:
         """Expiry and health checks of a connection just taken (tracked as ours). False: discarded."""
         now = entry.checked_out_at
-        if now < entry.fast_until and entry.is_expired is None:
+        if now < entry.fast_until:
             return True
-        if self._is_expired(entry, now):
-            self._reaped += 1
-            self._discard_in_use(entry, None)
+        reason = self._expiry_reason(entry, now)
+        if reason is not None:
+            self._discard_in_use(entry, reason)
             return False
         if (
             entry.is_connected is not None
@@ -446,17 +507,37 @@ class Pool(Generic[T]):
             and now - entry.last_used_at >= self._check_interval
         ):
             healthy = False
+            reason = "interrupted"
             try:
                 healthy = bool(entry.is_connected())
+                reason = "check_failed"
             except Exception:
+                reason = "check_failed"
                 log.debug("pool %r: health check raised", self.name, exc_info=True)
             finally:
-                # Interrupted or failed: either way the connection may hold half a check.
+                # Failed or interrupted: either way the connection may hold half a check.
                 if not healthy:
-                    self._check_failures += 1
-                    self._discard_in_use(entry, None)
+                    self._discard_in_use(entry, reason)
             return healthy
         return True
+
+    def _checkout_hooks(self, entry: _Entry) -> bool:
+        """Leak tracking and ``on_checkout`` for a connection about to be handed out. False: dropped."""
+        if self._leak_timeout is not None:
+            entry.stack = traceback.extract_stack(limit=16)[:-3]  # minus gpool's own frames
+            entry.leak_reported = False
+        if self._on_checkout is None:
+            return True
+        ok = False
+        try:
+            self._on_checkout(entry.conn)
+            ok = True
+        except Exception:
+            log.warning("pool %r: on_checkout hook failed; connection dropped", self.name, exc_info=True)
+        finally:
+            if not ok and self._in_use.get(id(entry.conn)) is entry:
+                self._discard_in_use(entry, "broken")
+        return ok
 
     def _wait(self, start: float, deadline: Optional[float], cause: Optional[BaseException]) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
@@ -496,10 +577,7 @@ class Pool(Generic[T]):
         finally:
             if timer is not None:
                 timer.close()
-            waited = monotonic() - now
-            self._wait_total += waited
-            if waited > self._wait_max:
-                self._wait_max = waited
+            self._wait_hist.record(monotonic() - now)
             if not granted:
                 self._cancel(waiter)
         if waiter.state == _entry.CLOSED:
@@ -570,13 +648,16 @@ class Pool(Generic[T]):
                 expires_at = math.inf if lifetime is None else now + lifetime * (
                     1 - LIFETIME_JITTER * random.random())
                 entry = _Entry(conn, now, expires_at, gen)
+                # is_expired() must be asked at every checkout: such a connection is never "fresh"
+                entry.fresh_for = -math.inf if entry.is_expired is not None else self._fresh_for
+                if self._on_checkin is not None or self._leak_timeout is not None:
+                    entry.reset = functools.partial(self._checkin, entry, entry.reset)
                 self._pending -= 1
                 self._created += 1
-                if self._reaper is None and self._reap_enabled:
+                if self._reaper is None and (self._reap_enabled or self._leak_timeout or self._reclaim):
                     self._start_reaper()
                 if self._closed:
-                    self._closed_count += 1
-                    self._close_conn(entry)
+                    self._discard(entry, "pool_closed")
                     raise PoolClosedError(f"pool {self.name!r} was closed while connecting")
                 return entry, None
         finally:
@@ -585,7 +666,10 @@ class Pool(Generic[T]):
                 self._slot_freed()
 
     def _open(self, timeout: Optional[float]) -> Any:
-        """``factory(**options)`` then ``open()``, bounded by ``timeout``; a half-made connection is closed."""
+        """``factory(**options)``, ``open()``, ``on_connect``, bounded by ``timeout``.
+
+        A half-made connection is closed whatever interrupts it.
+        """
         conn = None
         timer = gevent.Timeout(timeout)  # None: never fires
         timer.start()
@@ -594,6 +678,12 @@ class Pool(Generic[T]):
             opener = getattr(conn, "open", None)
             if callable(opener):
                 opener()
+            if self._on_connect is not None:
+                try:
+                    self._on_connect(conn)
+                except Exception:
+                    log.warning("pool %r: on_connect hook failed; connection closed", self.name, exc_info=True)
+                    raise
             return conn
         except BaseException as exc:
             if conn is not None:
@@ -615,7 +705,7 @@ class Pool(Generic[T]):
                         f"pool {self.name!r} could not open its initial connections: "
                         f"{type(cause).__name__} after {self._retry + 1} attempts") from cause
                 continue
-            entry.fast_until = min(entry.created_at + self._fresh_for, entry.expires_at)
+            entry.fast_until = min(entry.created_at + entry.fresh_for, entry.expires_at)
             self._put_back(entry)
 
     # -- returning and closing -----------------------------------------------------------------
@@ -623,17 +713,21 @@ class Pool(Generic[T]):
     def _put_back(self, entry: _Entry) -> None:
         """Hand a healthy connection to the oldest waiter, or make it idle (close it, once closed)."""
         if self._closed:
-            self._discard(entry)
+            self._discard(entry, "pool_closed")
         elif self._waiters:
-            waiter = self._waiters.popleft()
-            entry.holder = waiter.greenlet
-            entry.checked_out_at = monotonic()
-            self._in_use[id(entry.conn)] = entry
-            waiter.entry = entry
-            waiter.state = _entry.GOT_ENTRY
-            self._wake(waiter)
+            self._hand_off(entry)
         else:
             self._idle.append(entry)
+
+    def _hand_off(self, entry: _Entry) -> None:
+        """Grant ``entry`` to the oldest waiter: tracked as its own from now on, woken soon."""
+        waiter = self._waiters.popleft()
+        entry.holder = waiter.greenlet
+        entry.checked_out_at = monotonic()
+        self._in_use[id(entry.conn)] = entry
+        waiter.entry = entry
+        waiter.state = _entry.GOT_ENTRY
+        self._wake(waiter)
 
     def _slot_freed(self) -> None:
         """Capacity went down by one: give the slot to the oldest waiter, who will connect."""
@@ -646,30 +740,45 @@ class Pool(Generic[T]):
     def _wake(self, waiter: _Waiter) -> None:
         get_hub().loop.run_callback(wake, waiter)
 
-    def _discard(self, entry: _Entry) -> None:
+    def _discard(self, entry: _Entry, reason: str) -> None:
         """Forget an untracked entry, free its slot, then close it (the only I/O, last)."""
-        self._closed_count += 1
+        self._closes[reason] += 1
         self._slot_freed()
+        if self._on_drop is not None:
+            try:
+                self._on_drop(entry.conn, reason)
+            except Exception:
+                log.warning("pool %r: on_drop hook failed", self.name, exc_info=True)
+        log.debug("pool %r: closing a connection (%s)", self.name, reason)
         self._close_conn(entry)
 
-    def _discard_in_use(self, entry: _Entry, counter: Optional[str]) -> None:
+    def _discard_in_use(self, entry: _Entry, reason: str) -> None:
         del self._in_use[id(entry.conn)]
         entry.holder = None
-        if counter == "dropped" or counter == "interrupted":
-            self._dropped += 1
-        self._discard(entry)
+        self._discard(entry, reason)
 
     def _reset(self, entry: _Entry) -> None:
         """Run the connection's reset(); on any failure drop it (re-raising only BaseExceptions)."""
-        ok = False
+        reason = "interrupted"
         try:
             entry.reset()  # type: ignore[misc]
-            ok = True
+            reason = ""
         except Exception:
-            log.warning("pool %r: reset failed; connection dropped", self.name, exc_info=True)
+            reason = "broken"
+            log.warning("pool %r: reset on release failed; connection dropped", self.name, exc_info=True)
         finally:
-            if not ok and self._in_use.get(id(entry.conn)) is entry:
-                self._discard_in_use(entry, "dropped")
+            if reason and self._in_use.get(id(entry.conn)) is entry:
+                self._discard_in_use(entry, reason)
+
+    def _checkin(self, entry: _Entry, reset: Optional[Callable[[], Any]]) -> None:
+        """Release-time work when hooks or leak tracking are on; runs as the entry's ``reset``."""
+        if entry.leak_reported:
+            log.info("pool %r: connection held past leak_timeout came back after %.1fs", self.name,
+                     monotonic() - entry.checked_out_at)
+        if self._on_checkin is not None:
+            self._on_checkin(entry.conn)
+        if reset is not None:
+            reset()
 
     def _close_conn(self, entry: _Entry) -> None:
         if entry.close is not None:
@@ -686,46 +795,61 @@ class Pool(Generic[T]):
             except Exception:
                 log.debug("pool %r: close() raised", self.name, exc_info=True)
 
-    def _is_poisoned(self, entry: _Entry, exc: BaseException) -> bool:
+    def _poison_reason(self, entry: _Entry, exc: BaseException) -> Optional[str]:
+        """Why the error that ended a ``with`` block makes the connection unusable, or None."""
         if not isinstance(exc, Exception):
-            return True
+            return "interrupted"
         if entry.is_fatal is not None:
             try:
-                return bool(entry.is_fatal(exc))
+                return "broken" if entry.is_fatal(exc) else None
             except Exception:
                 log.warning("pool %r: is_fatal() raised; connection dropped", self.name, exc_info=True)
-                return True
-        return isinstance(exc, (OSError, EOFError))
+                return "broken"
+        return "broken" if isinstance(exc, (OSError, EOFError)) else None
 
-    # -- expiry, reaping, fork -----------------------------------------------------------------
+    # -- expiry, reaping, leaks, fork ------------------------------------------------------------
 
-    def _is_expired(self, entry: _Entry, now: float) -> bool:
-        return (
-            now >= entry.expires_at
-            or (self._idle_timeout is not None and now - entry.last_used_at >= self._idle_timeout)
-            or (entry.is_expired is not None and bool(entry.is_expired()))
-        )
+    def _expiry_reason(self, entry: _Entry, now: float) -> Optional[str]:
+        if now >= entry.expires_at:
+            return "expired_lifetime"
+        if self._idle_timeout is not None and now - entry.last_used_at >= self._idle_timeout:
+            return "expired_idle"
+        if entry.is_expired is not None and entry.is_expired():
+            return "expired_lifetime"
+        return None
+
+    def _retire_reason(self, entry: _Entry, now: float) -> str:
+        if self._closed:
+            return "pool_closed"
+        return "expired_lifetime" if now >= entry.expires_at else "max_usage"
+
+    def _count_use(self, entry: _Entry) -> None:
+        """Count a checkout made on the slow path (with max_usage set, every checkout is one)."""
+        entry.usage += 1
+        if self._max_usage is not None and entry.usage >= self._max_usage:
+            entry.retire_at = -math.inf
 
     def _drop_expired(self, now: float) -> int:
-        expired = [e for e in self._idle if self._is_expired(e, now)]
+        expired = [(e, r) for e in self._idle if (r := self._expiry_reason(e, now)) is not None]
         if not expired:
             return 0
-        gone = {id(e) for e in expired}
+        gone = {id(e) for e, _ in expired}
         keep = [e for e in self._idle if id(e) not in gone]
         self._idle.clear()
         self._idle.extend(keep)
-        self._reaped += len(expired)
-        self._closed_count += len(expired)
-        for _ in expired:
-            self._slot_freed()
-        for entry in expired:
-            self._close_conn(entry)
+        for entry, reason in expired:
+            self._discard(entry, reason)
         log.debug("pool %r: closed %d expired idle connections", self.name, len(expired))
         return len(expired)
 
     def _reap(self, now: Optional[float]) -> int:
-        """One reaper pass: expire idle connections, then refill to ``initial_connections``."""
-        closed = self._drop_expired(monotonic() if now is None else now)
+        """One reaper pass: leaks and dead holders, expired idle connections, then refill."""
+        now = monotonic() if now is None else now
+        if self._leak_timeout is not None or self._reclaim:
+            self._check_holders(now)
+        if not self._reap_enabled:
+            return 0
+        closed = self._drop_expired(now)
         if self._min and self.size < self._min:
             deadline = None if self._timeout is None else monotonic() + self._timeout
             try:
@@ -735,32 +859,60 @@ class Pool(Generic[T]):
                             exc.__cause__)
         return closed
 
+    def _check_holders(self, now: float) -> None:
+        """Report connections held past ``leak_timeout``; reclaim those whose holder died."""
+        for entry in list(self._in_use.values()):
+            holder = entry.holder
+            if self._reclaim and holder is not None and holder.dead:
+                log.warning("pool %r: holder %r died without releasing its connection; reclaimed",
+                            self.name, holder)
+                if self._in_use.get(id(entry.conn)) is entry:
+                    self._discard_in_use(entry, "reclaimed")
+                continue
+            if (
+                self._leak_timeout is not None
+                and not entry.leak_reported
+                and now - entry.checked_out_at >= self._leak_timeout
+            ):
+                entry.leak_reported = True
+                self._leaks += 1
+                where = "".join(traceback.format_list(entry.stack)) if entry.stack else "(not captured)\n"
+                log.warning("pool %r: connection held for %.1fs (leak_timeout=%ss) by %r, acquired at:\n%s",
+                            self.name, now - entry.checked_out_at, self._leak_timeout, holder, where.rstrip())
+
     def _start_reaper(self) -> None:
         self._reaper = ConnectionReaper(self, self._reap_interval)
         self._reaper.start()
 
-    def _after_fork(self) -> None:
-        """First use in a forked child: forget (never close) what the parent owns and start afresh."""
-        self._forked = False
+    def _forget_parent(self) -> None:
+        """In a forked child, right after fork: forget (never close) what the parent owns.
+
+        No I/O and no hub here; waking the parent's waiters is left to the child's first call.
+        """
         pid = os.getpid()
         if pid == self._pid:
             return
         self._pid = pid
         self._gen += 1
-        inherited = list(self._idle) + list(self._in_use.values())
-        for entry in inherited:
+        for entry in itertools.chain(self._idle, self._in_use.values()):
             self._orphans[id(entry.conn)] = entry.conn
         self._idle.clear()
         self._in_use.clear()
         self._pending = 0
+        self._reaper = None  # the parent's reaper greenlet, copied here, sees it was replaced and ends
+        self._reset_counters()
+        self._forked = True
+
+    def _after_fork(self) -> None:
+        """The child's first slow-path call: send the parent's waiters back to start over."""
+        self._forked = False
         waiters = list(self._waiters)
         self._waiters.clear()
         for waiter in waiters:
             waiter.state = _entry.RETRY
             self._wake(waiter)
-        self._reaper = None  # the parent's reaper greenlet, copied here, sees it was replaced and ends
-        self._reset_counters()
-        log.info("pool %r: forked (pid %d); forgot %d inherited connections", self.name, pid, len(inherited))
+        log.info("pool %r: forked (pid %d); forgot %d inherited connections", self.name, self._pid,
+                 len(self._orphans))
 
     def _exhausted(self, start: float, cause: Optional[BaseException], why: str = "") -> PoolExhaustedError:
         self._timeouts += 1

@@ -1,11 +1,68 @@
-"""The frozen snapshot returned by :meth:`gpool.Pool.stats`."""
+"""The frozen snapshot returned by :meth:`gpool.Pool.stats`, and the small histogram behind it."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import math
+from bisect import bisect_left
+from typing import Any
 
-__all__ = ["PoolStats"]
+__all__ = ["BUCKETS", "CLOSE_REASONS", "PoolStats"]
+
+#: Upper bounds (seconds) of the fixed histogram buckets for wait and usage times; the last is +inf.
+#: Prometheus-style, so the exporter can publish them as they are.
+BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf,
+)  # fmt: skip
+
+#: Why the pool closed (or forgot) a connection; each has a ``closed_<reason>`` field in PoolStats.
+CLOSE_REASONS: tuple[str, ...] = (
+    "broken",  # the block raised an error the connection calls fatal, or reset()/a hook failed
+    "expired_lifetime",  # past max_lifetime, or is_expired() said so
+    "expired_idle",  # idle longer than idle_timeout
+    "max_usage",  # checked out max_usage times
+    "check_failed",  # is_connected() said no (or raised) before a checkout
+    "interrupted",  # a gevent.Timeout, kill or KeyboardInterrupt hit while it was in use or being checked
+    "dropped",  # pool.drop()
+    "reclaimed",  # its holder greenlet died without releasing it (reclaim_dead_holders)
+    "pool_closed",  # pool.close()
+)
+
+
+class Histogram:
+    """Counts per fixed bucket plus total and max: O(log buckets) to record, no allocation."""
+
+    __slots__ = ("counts", "max", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(BUCKETS)
+        self.total = 0.0
+        self.max = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def percentile(self, q: float, zeros: int = 0) -> float:
+        """The bucket bound below which ``q`` of the samples fall (capped at the max seen).
+
+        ``zeros`` counts extra samples of 0 s that were not recorded (acquisitions that never waited).
+        """
+        n = sum(self.counts) + zeros
+        if n == 0:
+            return 0.0
+        rank = q * n
+        if rank <= zeros:
+            return 0.0
+        seen = zeros
+        for bound, count in zip(BUCKETS, self.counts):
+            seen += count
+            if seen >= rank:
+                return min(bound, self.max)
+        return self.max  # pragma: no cover - the last bucket is +inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +73,7 @@ class PoolStats:
     ``stats(reset=True)``). Times are in seconds.
     """
 
-    name: Optional[str]
+    name: str
     #: idle + in use + being created
     size: int
     idle: int
@@ -27,13 +84,13 @@ class PoolStats:
     max_connections: int
     #: connections opened successfully
     created: int
-    #: connections closed or forgotten by the pool, for any reason
+    #: connections closed by the pool, for any reason (the ``closed_*`` fields add up to this)
     closed: int
     acquired: int
     released: int
     #: connections discarded by :meth:`Pool.drop` or by a poisoned ``with pool.connection()`` block
     dropped: int
-    #: idle connections closed by expiry (reaper or checkout)
+    #: connections closed because they expired (idle, lifetime, is_expired()) or reached max_usage
     reaped: int
     #: acquisitions that ended with :class:`PoolExhaustedError`
     timeouts: int
@@ -41,10 +98,35 @@ class PoolStats:
     connect_errors: int
     #: checkouts whose health check failed
     check_failures: int
-    #: acquisitions that had to wait
+    #: acquisitions that had to queue
     waits: int
+    #: time spent queued, summed over all acquisitions
     wait_time_total: float
     wait_time_max: float
+    #: acquisition wait percentiles over all acquisitions (those that did not queue count as 0)
+    wait_time_p50: float
+    wait_time_p99: float
+    #: how long connections were held (checkout to release); zeros when ``timing_stats`` is off
+    usage_count: int
+    usage_time_total: float
+    usage_time_max: float
+    usage_time_p50: float
+    usage_time_p99: float
+    #: connections held longer than ``leak_timeout`` (each counted once)
+    leaks: int
+    closed_broken: int
+    closed_expired_lifetime: int
+    closed_expired_idle: int
+    closed_max_usage: int
+    closed_check_failed: int
+    closed_interrupted: int
+    closed_dropped: int
+    closed_reclaimed: int
+    closed_pool_closed: int
+    #: per-bucket counts (bounds in :data:`BUCKETS`) of queued waits, for exporters; the
+    #: ``acquired - waits`` acquisitions that never queued are not in it
+    wait_buckets: tuple[int, ...] = ()
+    usage_buckets: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict (for JSON, logs, metrics)."""

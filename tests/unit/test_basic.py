@@ -234,7 +234,7 @@ def test_failing_reset_drops_the_connection_without_raising(make_pool, factory, 
     with caplog.at_level(logging.WARNING, logger="gpool"):
         pool.release(conn)
     assert conn.closed and pool.size == 0
-    assert "reset failed" in caplog.text
+    assert "reset on release failed" in caplog.text
 
 
 def test_stats_are_a_frozen_snapshot(make_pool):

@@ -59,9 +59,9 @@ def test_child_forgets_inherited_connections_without_closing_them():
     pool.close()
 
 
-def test_fork_check_is_skipped_in_the_same_process():
+def test_fork_hook_is_a_no_op_in_the_same_process():
     pool = Pool(FakeFactory(), None, 1, 2, False)
-    pool._forked = True  # as if a sibling fork had marked it
+    pool._forget_parent()  # as if called in the parent: same pid
     conn = pool.acquire()
     assert pool.stats().created == 1, "same pid: nothing forgotten"
     pool.release(conn)
@@ -71,7 +71,7 @@ def test_fork_check_is_skipped_in_the_same_process():
 def _simulate_fork(pool):
     """What the at-fork hook does in a child, done in this process: the pid no longer matches."""
     pool._pid = -1
-    pool._forked = True
+    pool._forget_parent()
 
 
 def test_waiters_caught_by_a_fork_start_over_in_the_child():
@@ -100,7 +100,6 @@ def test_connect_caught_by_a_fork_is_orphaned_and_retried():
     g = gevent.spawn(pool.acquire)
     gevent.sleep(0.005)  # connecting
     _simulate_fork(pool)
-    pool._after_fork()
     conn = g.get(timeout=1)
     assert conn is factory.created[1], "the connection opened across the fork was not used"
     assert not factory.created[0].closed, "nor closed: it belongs to the parent"
@@ -119,7 +118,6 @@ def test_grant_caught_by_a_fork_is_not_used():
     gevent.sleep(0)
     pool.release(held)  # granted, wake-up scheduled
     _simulate_fork(pool)
-    pool._after_fork()
     conn = waiter.get(timeout=1)
     assert conn is not held and pool.size == 1
     pool.release(conn)

@@ -1,0 +1,775 @@
+"""MySQL and MariaDB for gevent servers: a gpool :class:`~gpool.Pool` of PyMySQL connections.
+
+PyMySQL is pure Python, so under ``gevent.monkey.patch_all()`` every query yields to the hub instead of
+blocking the process. ``import gpool`` does not import this module (nor PyMySQL)::
+
+    from gpool.mysql import MySQLPool
+
+    pool = MySQLPool.from_url("mysql://app:secret@127.0.0.1:3306/shop?max_connections=20")
+    rows = pool.query("SELECT id, name FROM item WHERE price < %s", (10,))
+    with pool.transaction() as conn:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE stock SET n = n - 1 WHERE id = %s", (7,))
+
+What the pool does with each connection (see :class:`MySQLConnection`):
+
+* on return, rolls back a transaction left open and restores autocommit (no round trip when there is
+  nothing to undo); after a statement that changes the session (``SET``, ``USE``, ``LOCK TABLES``,
+  ``CREATE TEMPORARY``, ``PREPARE``) it resets the session and runs the configured set-up again;
+* drops it, never reusing it, when a query was interrupted (``gevent.Timeout``, a kill) or the
+  connection was lost (errors 2006, 2013, 2014, 2055, server shutdown or kill); SQL errors keep it;
+* pings it (``ping(reconnect=False)``) before handing it out after it sat idle longer than
+  ``check_interval``, and never re-runs a statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import re
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pymysql
+import pymysql.connections
+import pymysql.cursors
+from pymysql import err as _err
+from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
+
+from .connection import socket_is_clean
+from .pool import Pool
+from .stats import PoolStats
+
+__all__ = ["MySQLConnection", "MySQLPool"]
+
+log = logging.getLogger("gpool.mysql")
+
+_IN_TRANS = SERVER_STATUS.SERVER_STATUS_IN_TRANS
+_AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+_COM_RESET_CONNECTION = 0x1F  # MariaDB 10.2.4+, MySQL 5.7.3+; PyMySQL has no constant for it
+_COM_QUIT_PACKET = struct.pack("<iB", 1, COMMAND.COM_QUIT)
+
+#: Error codes after which the connection cannot be used again: the client lost the connection
+#: (2006 gone away, 2013 lost during query, 2055 lost at system error), the protocol is out of
+#: step (2014), or the server is closing it (1053 shutdown, 1927 MariaDB's "connection was killed",
+#: 4031 MySQL 8's idle disconnect).
+_FATAL_CODES = frozenset({
+    CR.CR_SERVER_GONE_ERROR,
+    CR.CR_SERVER_LOST,
+    CR.CR_COMMANDS_OUT_OF_SYNC,
+    CR.CR_SERVER_LOST_EXTENDED,
+    ER.SERVER_SHUTDOWN,
+    1927,
+    4031,
+})
+
+# A statement that changes session state the pool cannot see in the protocol's status flags. Leading
+# blanks and comments are skipped (not /*! ... */, which the server executes). Linear: every loop
+# iteration must consume a comment opener.
+_SESSION_SQL = (
+    r"\A\s*(?:(?:/\*(?!!).*?\*/|(?:--[ \t]|\#)[^\n]*(?:\n|\Z))\s*)*"
+    r"(SET|USE|LOCK|PREPARE|CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY)\b"
+)
+_SESSION_STR = re.compile(_SESSION_SQL, re.IGNORECASE | re.DOTALL)
+_SESSION_BYTES = re.compile(_SESSION_SQL.encode(), re.IGNORECASE | re.DOTALL)
+
+# Every TLS-related argument of pymysql.connect: they decide one SSLContext per pool (see _TLS).
+_SSL_KEYS = ("ssl", "ssl_ca", "ssl_cert", "ssl_disabled", "ssl_key", "ssl_key_password",
+             "ssl_verify_cert", "ssl_verify_identity")
+
+
+class MySQLConnection(pymysql.connections.Connection):
+    """A real PyMySQL connection plus the hooks :class:`gpool.Pool` calls.
+
+    ``isinstance(conn, pymysql.connections.Connection)`` holds; everything PyMySQL offers works as
+    usual. What it adds:
+
+    * ``setsession``: SQL statements run after every connect (after PyMySQL's ``init_command``);
+    * :meth:`reset` (on return to the pool), :meth:`is_connected` (health check), :meth:`is_fatal`
+      (which errors poison it), :meth:`reset_session`, and a :meth:`close` that never blocks.
+
+    It may be used without a pool: ``MySQLConnection(host=..., setsession=[...])`` connects like
+    ``pymysql.connect``.
+    """
+
+    def __init__(self, *, setsession: Sequence[str] = (), _tls: Optional[_TLS] = None, **kwargs: Any) -> None:
+        # Set before PyMySQL's __init__, which calls connect() and so our override.
+        self._gpool_setsession = _statements("setsession", setsession)
+        self._gpool_autocommit = False  # the autocommit the session had once set up: restored on reset
+        self._gpool_session_changed = False  # a statement changed session state since the set-up
+        self._gpool_db_changed = False  # ... and it selected another database
+        self._gpool_failed = False  # a statement failed since the last reset: server_status may be stale
+        if _tls is None:
+            super().__init__(**kwargs)
+            return
+        defer = kwargs.pop("defer_connect", False)
+        for key in _SSL_KEYS:
+            kwargs.pop(key, None)
+        super().__init__(ssl_disabled=True, defer_connect=True, **kwargs)  # builds no SSLContext
+        _tls.apply(self)
+        if not defer:
+            self.connect()
+
+    # -- PyMySQL overrides -----------------------------------------------------------------------
+
+    def connect(self, sock: Any = None) -> None:
+        """Connect (PyMySQL), then run ``setsession``. On failure the socket is closed and the error raised."""
+        super().connect(sock)
+        try:
+            self._run_setsession()
+        except BaseException:
+            self._force_close()
+            raise
+        self._gpool_autocommit = self.get_autocommit()
+        self._gpool_session_changed = self._gpool_db_changed = self._gpool_failed = False
+
+    def query(self, sql: Any, unbuffered: bool = False) -> int:
+        """PyMySQL's ``query``, noting statements that change the session or fail (for :meth:`reset`)."""
+        match = (_SESSION_STR if isinstance(sql, str) else _SESSION_BYTES).match(sql)
+        if match is not None:
+            self._gpool_session_changed = True
+            if match.group(1)[:1] in ("U", "u", b"U", b"u"):
+                self._gpool_db_changed = True
+        try:
+            return super().query(sql, unbuffered)  # type: ignore[no-any-return]
+        except _err.MySQLError:
+            # An error packet carries no status flags: a transaction may have begun without
+            # server_status saying so.
+            self._gpool_failed = True
+            raise
+
+    def select_db(self, db: str) -> None:
+        """PyMySQL's ``select_db``; the pool selects the configured database again on return."""
+        self._gpool_session_changed = self._gpool_db_changed = True
+        super().select_db(db)
+
+    def set_character_set(self, charset: str, collation: Optional[str] = None) -> None:
+        """PyMySQL's ``set_character_set``; the pool restores the configured one on return."""
+        self._gpool_session_changed = True
+        super().set_character_set(charset, collation)
+
+    def close(self) -> None:
+        """Close now: a best-effort ``COM_QUIT`` that never waits, then the socket.
+
+        Unlike PyMySQL's ``close`` it never blocks (a stalled server or a half-written packet cannot
+        hold the caller) and never raises; calling it again does nothing.
+        """
+        self._closed = True
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.settimeout(0.0)  # a full send buffer means a stalled peer: skip the goodbye
+            sock.send(_COM_QUIT_PACKET)
+        except Exception:
+            pass
+        finally:
+            self._force_close()
+
+    # -- pool hooks --------------------------------------------------------------------------------
+
+    def is_connected(self) -> bool:
+        """``ping(reconnect=False)``; False when it fails. Called by the pool on connections idle > check_interval.
+
+        On plain TCP a zero-round-trip check comes first: unread bytes on an idle connection (a reply
+        nobody read, the server's goodbye) or a closed peer mean it is unusable.
+        """
+        sock = self._sock
+        if sock is None:
+            return False
+        if not hasattr(sock, "getpeercert") and not socket_is_clean(sock):
+            return False  # (skipped on TLS: the peer may legitimately send session tickets)
+        try:
+            self.ping(reconnect=False)
+        except Exception:
+            return False
+        return True
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """True when ``exc`` (raised while the connection was checked out) leaves it unusable.
+
+        Lost or closed connections and protocol errors are fatal: PyMySQL closed the socket, an
+        ``OSError``, or one of the codes 2006, 2013, 2014, 2055, 1053, 1927, 4031, or
+        ``InterfaceError(0)`` (closed). SQL errors (syntax, duplicate key, deadlock, lock wait
+        timeout, ``KILL QUERY``) are not.
+        """
+        if self._sock is None:
+            return True
+        if isinstance(exc, (OSError, EOFError)):
+            return True
+        if isinstance(exc, _err.MySQLError) and exc.args:
+            code = exc.args[0]
+            return code in _FATAL_CODES or (code == 0 and isinstance(exc, _err.InterfaceError))
+        return False
+
+    def reset(self) -> None:
+        """Make the session what the pool configured for the next user; raise when it cannot.
+
+        Rolls back a transaction that is really open (``SERVER_STATUS_IN_TRANS``, or a failed
+        statement while autocommit is off) and restores autocommit, so the common case costs no
+        round trip. After a session-changing statement it runs :meth:`reset_session` instead.
+        Raising makes the pool drop the connection: a closed connection, or an unbuffered result
+        left unread (reading it all could take long).
+        """
+        if self._sock is None:
+            raise _err.InterfaceError(0, "the connection was closed while checked out")
+        result = self._result
+        if result is not None:
+            if result.unbuffered_active:
+                raise _err.ProgrammingError("an unbuffered result was left unread; connection discarded")
+            if not result.has_next:
+                self._result = None  # the next user should not read our insert_id or rows
+        if self._gpool_session_changed:
+            self.reset_session()
+            return
+        status = self.server_status
+        if status & _IN_TRANS or (self._gpool_failed and not status & _AUTOCOMMIT):
+            self.rollback()
+        self._gpool_failed = False
+        if bool(self.server_status & _AUTOCOMMIT) != self._gpool_autocommit:
+            self.autocommit(self._gpool_autocommit)
+
+    def reset_session(self) -> None:
+        """Reset the session on the server and set it up again, as after connect.
+
+        ``COM_RESET_CONNECTION`` rolls back, drops temporary tables, releases ``LOCK TABLES`` and
+        ``GET_LOCK()`` locks, clears user variables and prepared statements and restores session
+        variables; then the character set, ``sql_mode``, ``init_command``, ``setsession``, the
+        database and autocommit are applied again (1 + n round trips). The pool calls it on return
+        after a session-changing statement it noticed; call it yourself after changes it cannot see
+        (inside stored procedures, ``SELECT @v := ...``, multi-statements). Raises on failure (a pool
+        then drops the connection), e.g. on servers older than MariaDB 10.2 / MySQL 5.7.
+        """
+        self._execute_command(_COM_RESET_CONNECTION, "")
+        self._read_ok_packet()
+        super().set_character_set(self.charset, self.collation)
+        with pymysql.cursors.Cursor(self) as cur:
+            if self.sql_mode is not None:
+                cur.execute("SET sql_mode=%s", (self.sql_mode,))
+            if self.init_command is not None:
+                cur.execute(self.init_command)
+        self._run_setsession()
+        if self._gpool_db_changed:
+            if not self.db:
+                raise _err.ProgrammingError("a database was selected but none is configured; connection discarded")
+            super().select_db(self.db)
+        if bool(self.server_status & _AUTOCOMMIT) != self._gpool_autocommit:
+            self.autocommit(self._gpool_autocommit)
+        self._gpool_session_changed = self._gpool_db_changed = self._gpool_failed = False
+
+    def _run_setsession(self) -> None:
+        if self._gpool_setsession:
+            with pymysql.cursors.Cursor(self) as cur:  # not the user's cursorclass: SSCursor would need draining
+                for statement in self._gpool_setsession:
+                    cur.execute(statement)
+
+
+class _TLS:
+    """The TLS decision PyMySQL makes from the connect arguments, made once, with one SSLContext.
+
+    PyMySQL builds a new ``SSLContext`` (``ssl.create_default_context()``, ~30 ms of CPU that stalls
+    the hub) on every connect unless TLS is disabled, including in its default "preferred" mode where
+    the server may not even offer TLS. Here PyMySQL itself decides from the user's arguments (on a
+    connection object that never connects), and each pooled connection reuses its context with the
+    same mode: required stays required, preferred stays preferred, disabled builds nothing.
+    """
+
+    __slots__ = ("ctx", "flags", "required", "use_ssl")
+
+    def __init__(self, template: pymysql.connections.Connection) -> None:
+        self.use_ssl = bool(template.ssl)
+        self.ctx = getattr(template, "ctx", None) if self.use_ssl else None
+        self.required = getattr(template, "_ssl_required", None)  # PyMySQL >= 1.1.2 only
+        self.flags = template.client_flag & CLIENT.SSL
+
+    def apply(self, conn: pymysql.connections.Connection) -> None:
+        conn.ssl = self.use_ssl
+        if self.use_ssl:
+            conn.ctx = self.ctx
+            conn.client_flag |= self.flags
+        if self.required is not None:
+            conn._ssl_required = self.required
+
+
+class _Secret:
+    """Holds the password so that no repr (debuggers, error reporters dumping locals) shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "'***'" if self._value else "''"
+
+    def reveal(self) -> Any:
+        return self._value
+
+
+def _statements(name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of SQL statements, got {type(value).__name__}")
+    for statement in value:
+        if not isinstance(statement, str) or not statement.strip():
+            raise ValueError(f"{name} must hold non-empty SQL strings, got {statement!r}")
+    return tuple(value)
+
+
+# pymysql.connect() arguments the caller may pass through MySQLPool(**connect_kwargs).
+_CONNECT_ARGS = frozenset(
+    name for name, p in inspect.signature(pymysql.connections.Connection.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+) - {"host", "port", "user", "password", "database", "init_command", "autocommit", "defer_connect",
+     "passwd", "db"}
+
+_POOL_DEFAULTS: dict[str, Any] = {
+    "max_connections": 10,
+    "initial_connections": 0,
+    "timeout": 30.0,
+    "idle_timeout": 600.0,
+    "max_lifetime": 3600.0,
+    "check_interval": 1.0,
+    "max_waiting": None,
+    "max_usage": None,
+    "retry": 3,
+    "retry_delay": 0.1,
+    "reap_expired_connections": True,
+    "reap_interval": 10.0,
+}
+
+
+class MySQLPool:
+    """A gevent-cooperative pool of PyMySQL connections (:class:`MySQLConnection`).
+
+    Pool keywords are those of :class:`gpool.Pool` (same defaults); ``init_command``, ``autocommit``
+    and every other keyword (``charset``, ``connect_timeout``, ``read_timeout``, ``ssl_ca``,
+    ``cursorclass``...) go to ``pymysql.connect``; ``setsession`` is a list of statements run on
+    each new connection. Nothing connects before the first use unless ``initial_connections`` > 0.
+
+    Acquisitions (``connection()``, ``transaction()`` and the helpers) wait at most ``timeout``
+    seconds, including connect retries, then raise :class:`gpool.PoolExhaustedError` (with the last
+    connect error as ``__cause__``). Driver errors from queries pass through unchanged. After
+    :meth:`close` they raise :class:`gpool.PoolClosedError`.
+
+    Raises ``TypeError``/``ValueError`` naming the parameter for bad arguments (unknown keywords
+    included). The password never appears in ``repr()``, logs or error messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        port: int = 3306,
+        user: Optional[str] = None,
+        password: str = "",
+        database: Optional[str] = None,
+        max_connections: int = 10,
+        initial_connections: int = 0,
+        timeout: Optional[float] = 30.0,
+        idle_timeout: Optional[float] = 600.0,
+        max_lifetime: Optional[float] = 3600.0,
+        check_interval: Optional[float] = 1.0,
+        max_waiting: Optional[int] = None,
+        max_usage: Optional[int] = None,
+        retry: int = 3,
+        retry_delay: float = 0.1,
+        name: Optional[str] = None,
+        reap_expired_connections: bool = True,
+        reap_interval: float = 10.0,
+        init_command: Optional[str] = None,
+        setsession: Optional[Sequence[str]] = None,
+        autocommit: Optional[bool] = False,
+        **connect_kwargs: Any,
+    ) -> None:
+        for key in connect_kwargs:
+            if key in ("passwd", "db"):
+                instead = "password" if key == "passwd" else "database"
+                raise TypeError(f"{key} is a deprecated PyMySQL alias: use {instead}")
+            if key == "defer_connect":
+                raise TypeError("defer_connect is not supported: the pool connects when a connection is needed")
+            if key not in _CONNECT_ARGS:
+                raise TypeError(
+                    f"unknown keyword argument {key!r}: neither a pool option nor a pymysql.connect() argument")
+        if not isinstance(host, str) or not host:
+            raise (TypeError if not isinstance(host, str) else ValueError)(
+                f"host must be a non-empty string, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an integer, got {port!r}")
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+        if user is not None and not isinstance(user, str):
+            raise TypeError(f"user must be a string or None, got {type(user).__name__}")
+        if not isinstance(password, (str, bytes)):
+            raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
+        if database is not None and (not isinstance(database, str) or not database):
+            raise ValueError(f"database must be a non-empty string or None, got {database!r}")
+        if init_command is not None and not isinstance(init_command, str):
+            raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
+        if autocommit is not None and not isinstance(autocommit, bool):
+            raise TypeError(f"autocommit must be a bool or None, got {autocommit!r}")
+        self._setsession = _statements("setsession", setsession)
+        self._password = _Secret(password)
+        self._kwargs: dict[str, Any] = dict(
+            connect_kwargs, host=host, port=port, user=user, database=database,
+            init_command=init_command, autocommit=autocommit,
+        )
+        _check_connect_args(self._kwargs)
+        self.host = host
+        self.port = port
+        self.user = user
+        self.database = database
+        self._tls: Optional[_TLS] = None  # built at the first connect: after monkey-patching, in the worker
+        target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
+        self._target = f"{user or ''}@{target}/{database or ''}"
+        self._pool: Pool[MySQLConnection] = Pool(
+            self._connect,
+            None,
+            initial_connections,
+            max_connections,
+            reap_expired_connections,
+            reap_interval,
+            timeout=timeout,
+            max_lifetime=max_lifetime,
+            idle_timeout=idle_timeout,
+            max_waiting=max_waiting,
+            max_usage=max_usage,
+            check_interval=check_interval,
+            retry=retry,
+            retry_delay=retry_delay,
+            name=name if name is not None else f"mysql://{self._target}",
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> MySQLPool:
+        """A pool from ``mysql://user:password@host:port/database?option=value&...``.
+
+        Schemes ``mysql://`` and ``mysql+pymysql://``; user and password are percent-decoded. Query
+        options are the pool keywords and ``pymysql.connect`` arguments that have a text form
+        (numbers, booleans as ``true``/``false``/``1``/``0``, ``none`` where None is allowed,
+        ``cursorclass=DictCursor``; ``setsession`` may repeat). ``kwargs`` add to or override them.
+        Raises ``ValueError`` naming the part or option that is wrong; the URL itself is never put
+        in a message.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a string, got {type(url).__name__}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("mysql", "mysql+pymysql"):
+            raise ValueError(f"url: scheme must be mysql:// or mysql+pymysql://, got {parts.scheme + '://'!r}")
+        if parts.fragment:
+            raise ValueError("url: a fragment (#...) is not allowed")
+        try:
+            port = parts.port
+        except ValueError:
+            text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise ValueError(f"url: port must be an integer from 1 to 65535, got {text!r}") from None
+        options: dict[str, Any] = {}
+        if parts.hostname:
+            options["host"] = unquote(parts.hostname)
+        if port is not None:
+            if port == 0:
+                raise ValueError("url: port must be an integer from 1 to 65535, got '0'")
+            options["port"] = port
+        if parts.username:
+            options["user"] = unquote(parts.username)
+        if parts.password is not None:
+            options["password"] = unquote(parts.password)
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+        if "/" in path:
+            raise ValueError(f"url: database must be a single path segment, got {path!r}")
+        if path:
+            options["database"] = path
+        try:
+            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError:
+            raise ValueError("url: the query string is malformed (expected option=value&...)") from None
+        setsession: list[str] = []
+        for key, text in pairs:
+            if key == "setsession":
+                setsession.append(text)
+                continue
+            if key not in _URL_OPTIONS:
+                raise ValueError(f"url: unknown option {key!r}")
+            if key in options:
+                raise ValueError(f"url: option {key!r} given more than once")
+            options[key] = _URL_OPTIONS[key](key, text)
+        if setsession:
+            options["setsession"] = setsession
+        options.update(kwargs)
+        return cls(**options)
+
+    # -- the pool ------------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> Pool[MySQLConnection]:
+        """The underlying :class:`gpool.Pool`."""
+        return self._pool
+
+    @property
+    def name(self) -> str:
+        """The pool's name (default ``mysql://user@host:port/database``, without the password)."""
+        return self._pool.name
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._pool.closed
+
+    @property
+    def size(self) -> int:
+        """Connections open or being opened."""
+        return self._pool.size
+
+    @property
+    def max_connections(self) -> int:
+        """The hard cap on :attr:`size`."""
+        return self._pool.max_connections
+
+    def connection(self, timeout: Optional[float] = None) -> contextlib.AbstractContextManager[MySQLConnection]:
+        """``with pool.connection() as conn:`` a :class:`MySQLConnection`, returned (reset) on exit.
+
+        An interrupted block (``gevent.Timeout``, a kill) or a fatal error (:meth:`MySQLConnection.is_fatal`)
+        closes the connection instead of returning it; other errors propagate after the reset. Waits
+        at most ``timeout`` (default: the pool's) then raises :class:`gpool.PoolExhaustedError`;
+        :class:`gpool.PoolClosedError` after :meth:`close`.
+        """
+        return self._pool.connection(timeout)
+
+    def acquire(self, timeout: Optional[float] = None) -> MySQLConnection:
+        """Take a connection; give it back with :meth:`release` (or :meth:`drop`). Prefer :meth:`connection`."""
+        return self._pool.acquire(timeout)
+
+    def release(self, conn: MySQLConnection) -> None:
+        """Return a connection from :meth:`acquire` (reset; closed when the reset fails)."""
+        self._pool.release(conn)
+
+    def drop(self, conn: MySQLConnection) -> None:
+        """Close a connection from :meth:`acquire` and forget it (after an error you cannot classify)."""
+        self._pool.drop(conn)
+
+    @contextlib.contextmanager
+    def transaction(self, timeout: Optional[float] = None) -> Iterator[MySQLConnection]:
+        """``with pool.transaction() as conn:`` ``BEGIN``; ``COMMIT`` when the block succeeds.
+
+        On an exception the transaction is rolled back and the exception re-raised: with an explicit
+        ``ROLLBACK`` for errors, by closing the connection (the server rolls back) when the block was
+        interrupted (``gevent.Timeout``, a kill) or the connection is lost. A failing ``COMMIT``
+        raises; nothing is retried. Acquisition as in :meth:`connection`.
+        """
+        with self._pool.connection(timeout) as conn:
+            conn.begin()
+            try:
+                yield conn
+            except Exception:
+                if conn.open:
+                    try:
+                        conn.rollback()
+                    except Exception:
+                        # The block's error is the one to report; the broken connection is dropped by
+                        # is_fatal() (PyMySQL closed it) or by the reset that retries the rollback.
+                        log.debug("pool %r: rollback after an error failed", self.name, exc_info=True)
+                raise
+            conn.commit()
+
+    # -- helpers: one statement, one unit of work --------------------------------------------------
+
+    def query(self, sql: str, args: Any = None) -> list[dict[str, Any]]:
+        """Run ``sql`` and return every row as a dict (column name -> value).
+
+        Like every helper it commits when the statement left a transaction open (autocommit off), so
+        it behaves the same under either autocommit setting. Errors as in :meth:`connection`.
+        """
+        with self._pool.connection() as conn:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute(sql, args)
+                rows = list(cur.fetchall())
+            _commit_if_open(conn)
+        return rows
+
+    def query_one(self, sql: str, args: Any = None) -> Optional[dict[str, Any]]:
+        """Run ``sql`` and return its first row as a dict, or None when there is none."""
+        with self._pool.connection() as conn:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute(sql, args)
+                row = cur.fetchone()
+            _commit_if_open(conn)
+        return row  # type: ignore[no-any-return]
+
+    def execute(self, sql: str, args: Any = None) -> int:
+        """Run one statement, commit, and return the number of affected rows."""
+        with self._pool.connection() as conn:
+            with conn.cursor() as cur:
+                count = cur.execute(sql, args)
+            _commit_if_open(conn)
+        return int(count)
+
+    def executemany(self, sql: str, seq_of_args: Sequence[Any]) -> int:
+        """Run ``sql`` once per item of ``seq_of_args`` (one multi-row ``INSERT`` when possible), commit,
+        and return the total of affected rows."""
+        with self._pool.connection() as conn:
+            with conn.cursor() as cur:
+                count = cur.executemany(sql, seq_of_args)
+            _commit_if_open(conn)
+        return int(count or 0)
+
+    def insert(self, sql: str, args: Any = None) -> int:
+        """Run an ``INSERT``, commit, and return ``lastrowid`` (the AUTO_INCREMENT id; 0 when none)."""
+        with self._pool.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                rowid = cur.lastrowid
+            _commit_if_open(conn)
+        return int(rowid or 0)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of the pool's gauges and counters (works after close())."""
+        return self._pool.stats()
+
+    def close(self) -> None:
+        """Close idle connections now and the others when they come back; later calls raise PoolClosedError."""
+        self._pool.close()
+
+    def __enter__(self) -> MySQLPool:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        pool = self._pool
+        state = " closed" if pool.closed else ""
+        stats = pool.stats()
+        target = "" if pool.name == f"mysql://{self._target}" else f" {self._target}"
+        return (f"<MySQLPool {pool.name!r}{target}{state} size={pool.size}/{pool.max_connections} "
+                f"idle={stats.idle} in_use={stats.in_use} waiting={stats.waiting}>")
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _connect(self) -> MySQLConnection:
+        """The pool's factory."""
+        tls = self._tls
+        if tls is None:
+            # PyMySQL makes the TLS decision from the same arguments; without a password, no I/O.
+            self._tls = tls = _TLS(pymysql.connections.Connection(defer_connect=True, **self._kwargs))
+            mode = "off" if not tls.use_ssl else "preferred" if tls.required is False else "required"
+            log.debug("pool %r: TLS %s, one SSLContext shared by its connections", self.name, mode)
+        return MySQLConnection(setsession=self._setsession, _tls=tls, password=self._password.reveal(),
+                               **self._kwargs)
+
+
+def _commit_if_open(conn: MySQLConnection) -> None:
+    if conn.server_status & _IN_TRANS:
+        conn.commit()
+
+
+def _check_connect_args(kwargs: Mapping[str, Any]) -> None:
+    """Let PyMySQL validate the arguments now (no I/O: it does not connect nor build an SSLContext)."""
+    probe = {k: v for k, v in kwargs.items() if k not in _SSL_KEYS}
+    try:
+        pymysql.connections.Connection(defer_connect=True, ssl_disabled=True, **probe)
+    except KeyError as exc:  # charset_by_name
+        raise ValueError(f"charset: unknown character set {exc.args[0] if exc.args else ''!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"invalid pymysql.connect() argument: {exc}") from None
+
+
+# -- from_url option parsing -----------------------------------------------------------------------
+
+
+def _url_int(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be an integer, got {text!r}") from None
+
+
+def _url_float(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be a number, got {text!r}") from None
+
+
+def _url_none(convert: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    def parse(key: str, text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else convert(key, text)
+    return parse
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _url_bool(key: str, text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"url: option {key} must be true or false, got {text!r}")
+
+
+def _url_str(key: str, text: str) -> str:
+    return text
+
+
+def _url_secret(key: str, text: str) -> str:
+    return text  # never echoed
+
+
+def _url_cursorclass(key: str, text: str) -> Any:
+    cls = getattr(pymysql.cursors, text, None)
+    if not (isinstance(cls, type) and issubclass(cls, pymysql.cursors.Cursor)):
+        raise ValueError(f"url: option cursorclass must name a pymysql.cursors class (e.g. DictCursor), got {text!r}")
+    return cls
+
+
+_URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
+    # pool
+    "max_connections": _url_int,
+    "initial_connections": _url_int,
+    "timeout": _url_none(_url_float),
+    "idle_timeout": _url_none(_url_float),
+    "max_lifetime": _url_none(_url_float),
+    "check_interval": _url_none(_url_float),
+    "max_waiting": _url_none(_url_int),
+    "max_usage": _url_none(_url_int),
+    "retry": _url_int,
+    "retry_delay": _url_float,
+    "name": _url_str,
+    "reap_expired_connections": _url_bool,
+    "reap_interval": _url_float,
+    # session
+    "autocommit": _url_none(_url_bool),
+    "init_command": _url_str,
+    # pymysql.connect
+    "charset": _url_str,
+    "collation": _url_str,
+    "sql_mode": _url_str,
+    "connect_timeout": _url_float,
+    "read_timeout": _url_none(_url_float),
+    "write_timeout": _url_none(_url_float),
+    "unix_socket": _url_str,
+    "local_infile": _url_bool,
+    "max_allowed_packet": _url_int,
+    "bind_address": _url_str,
+    "binary_prefix": _url_bool,
+    "program_name": _url_str,
+    "use_unicode": _url_bool,
+    "client_flag": _url_int,
+    "read_default_file": _url_str,
+    "read_default_group": _url_str,
+    "cursorclass": _url_cursorclass,
+    "ssl_ca": _url_str,
+    "ssl_cert": _url_str,
+    "ssl_key": _url_str,
+    "ssl_key_password": _url_secret,
+    "ssl_disabled": _url_bool,
+    "ssl_verify_cert": _url_bool,
+    "ssl_verify_identity": _url_bool,
+}

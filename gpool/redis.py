@@ -1,0 +1,924 @@
+"""Redis for gevent servers: redis-py's ``redis.Redis`` on a gpool :class:`~gpool.Pool`.
+
+:class:`RedisPool` is a ``redis.ConnectionPool`` whose connections live in a gpool core pool, so
+every ``redis.Redis`` built on it (``pool.client()``, or ``redis.Redis(connection_pool=pool)`` in a
+library) waits fairly, in FIFO order, with a deadline when all ``max_connections`` are in use,
+instead of failing with "Too many connections". ``import gpool`` does not import this module (nor
+redis-py)::
+
+    from gpool.redis import RedisPool
+
+    pool = RedisPool.from_url("redis://:secret@127.0.0.1:6379/0?max_connections=20")
+    r = pool.client()                 # each command borrows a connection and gives it back
+    r.set("k", "v")
+    with pool.connection() as r:      # one connection for the whole block
+        r.blpop("jobs", timeout=5)
+
+What the pool does with each connection (a :class:`PooledConnection`):
+
+* never hands out one with a reply nobody read: a command interrupted by ``gevent.Timeout``, a
+  kill or a socket error closes the connection (redis-py does), and a connection that comes back
+  with replies still owed (counted per command sent and reply read) is dropped;
+* drops it on return when it is in a state the next user must not inherit: subscribed (pub/sub,
+  ``MONITOR``), inside ``MULTI``, with a ``WATCH``, on another database after ``SELECT``, or after
+  ``CLIENT REPLY``/``TRACKING``/``SETNAME``, ``HELLO``, ``AUTH``, ``RESET``...; redis-py's own
+  pipelines end their ``WATCH``/``MULTI`` and keep the connection;
+* at every checkout, a zero-round-trip check (one non-blocking ``recv(MSG_PEEK)``) rejects a socket
+  the server closed (``CLIENT KILL``, its ``timeout``, a restart) or one with unexpected bytes, and a
+  ``PING`` is sent only when the connection sat idle at least ``check_interval`` seconds;
+* never retries a command on its own: connections get ``Retry(NoBackoff(), 0)`` unless you pass
+  ``retry=``, ``retry_on_timeout=`` or ``retry_on_error=`` (redis-py's opt-in, for idempotent use);
+* connects lean: RESP2 and no ``CLIENT SETINFO`` unless you ask for ``protocol=3`` or ``driver_info``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from time import monotonic
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# Absolute imports (Python 3): this is redis-py, not this module.
+import redis as _redis
+import redis.connection as _rconn
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as _RedisConnectionError
+from redis.exceptions import ResponseError as _ResponseError
+from redis.exceptions import TimeoutError as _RedisTimeoutError
+from redis.retry import Retry
+
+from .connection import socket_is_clean
+from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
+from .pool import Pool, _number
+from .stats import PoolStats
+
+__all__ = [
+    "PooledConnection",
+    "RedisPool",
+    "RedisPoolClosedError",
+    "RedisPoolExhaustedError",
+]
+
+log = logging.getLogger("gpool.redis")
+
+#: the longest a health-check PING may take (capped by the connection's socket_timeout)
+HEALTH_CHECK_TIMEOUT = 1.0
+
+
+class RedisPoolExhaustedError(PoolExhaustedError, _RedisConnectionError):
+    """:class:`gpool.PoolExhaustedError` that is also a ``redis.exceptions.ConnectionError``.
+
+    Raised by commands when no connection could be had within the pool's ``timeout``, so code
+    written for redis-py (``except redis.ConnectionError``) and for gpool both catch it.
+    """
+
+
+class RedisPoolClosedError(PoolClosedError, _RedisConnectionError):
+    """:class:`gpool.PoolClosedError` that is also a ``redis.exceptions.ConnectionError``."""
+
+
+# -- connection state tracking -------------------------------------------------------------------
+
+# State bits a returned connection must not carry to the next user.
+_MULTI = 1
+_WATCH = 2
+_DB = 4  # SELECTed another database than the configured one
+_STICKY = 8  # a state only a new connection undoes (subscribed, MONITOR, CLIENT REPLY OFF, AUTH...)
+
+# What a command does to the state. Keys are redis-py's own spellings, so the common case is one
+# dict lookup; other spellings ("multi", b"SELECT", "CLIENT", "setname") go through _normalize.
+_K_MULTI, _K_EXEC, _K_WATCH, _K_UNWATCH, _K_SELECT, _K_CLIENT, _K_STICKY = range(7)
+_STICKY_COMMANDS = ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC", "RESET",
+                    "HELLO", "AUTH", "QUIT", "READONLY", "READWRITE")
+_STICKY_CLIENT = ("REPLY", "TRACKING", "SETNAME", "NO-EVICT", "NO-TOUCH", "CACHING")
+_COMMAND_KINDS: dict[str, int] = {
+    "MULTI": _K_MULTI, "EXEC": _K_EXEC, "DISCARD": _K_EXEC, "WATCH": _K_WATCH, "UNWATCH": _K_UNWATCH,
+    "SELECT": _K_SELECT, "CLIENT": _K_CLIENT,
+    **{name: _K_STICKY for name in _STICKY_COMMANDS},
+    **{f"CLIENT {sub}": _K_STICKY for sub in _STICKY_CLIENT},
+}
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("latin-1")
+    return value.upper() if isinstance(value, str) else ""
+
+
+def _kind_of(args: tuple[Any, ...]) -> Optional[int]:
+    """The state effect of a command, for any spelling of its name (the slow path)."""
+    words = _word(args[0]).split()
+    if not words:
+        return None
+    kind = _COMMAND_KINDS.get(words[0])
+    if kind == _K_CLIENT:
+        sub = words[1] if len(words) > 1 else _word(args[1]) if len(args) > 1 else ""
+        return _K_STICKY if sub in _STICKY_CLIENT else None
+    return kind
+
+
+class PooledConnection:
+    """Mixed into redis-py's connection classes: counts replies owed and tracks session state.
+
+    ``RedisPool`` uses ``PooledConnection`` subclasses of ``redis.connection.Connection``,
+    ``SSLConnection`` and ``UnixDomainSocketConnection`` (or of your ``connection_class``), so
+    ``isinstance(conn, redis.connection.Connection)`` holds and everything redis-py does with a
+    connection works. The bookkeeping costs a dict lookup and two attribute updates per command;
+    what the handshake sends (``AUTH``, ``HELLO``, ``SELECT`` of the configured db) is not counted.
+    """
+
+    #: replies owed: commands sent minus replies read (0 when the connection can be reused)
+    _gpool_replies = 0
+    #: _MULTI | _WATCH | _DB | _STICKY bits
+    _gpool_state = 0
+    _gpool_handshake = False
+    #: commands packed by pack_commands(), counted once send_packed_command() sent them
+    _gpool_batch: Optional[list[Any]] = None
+    #: the pool's record of this connection (set by the pool that made it)
+    _gpool_slot: Optional[_Slot] = None
+
+    def _gpool_track(self, args: tuple[Any, ...]) -> None:
+        name = args[0]
+        kind = _COMMAND_KINDS.get(name) if isinstance(name, str) else None
+        if kind is None:
+            if isinstance(name, str) and name.isupper() and " " not in name:
+                return  # redis-py's spelling of a command that changes no connection state
+            kind = _kind_of(args)
+            if kind is None:
+                return
+        elif kind == _K_CLIENT:
+            kind = _kind_of(args)
+            if kind is None:
+                return
+        state = self._gpool_state
+        if kind == _K_MULTI:
+            state |= _MULTI
+        elif kind == _K_EXEC:
+            state &= ~(_MULTI | _WATCH)
+        elif kind == _K_WATCH:
+            state |= _WATCH
+        elif kind == _K_UNWATCH:
+            if not state & _MULTI:  # inside MULTI it is only queued
+                state &= ~_WATCH
+        elif kind == _K_SELECT:
+            try:
+                same = int(args[1]) == self.db  # type: ignore[attr-defined]
+            except (IndexError, TypeError, ValueError):
+                same = False
+            # Queued inside MULTI, a SELECT may or may not run: never count it as a way back.
+            state = state & ~_DB if same and not state & _MULTI else state | _DB
+        else:
+            state |= _STICKY
+        self._gpool_state = state
+
+    # -- redis-py overrides ------------------------------------------------------------------------
+
+    def on_connect(self, *args: Any, **kwargs: Any) -> Any:
+        outer, self._gpool_handshake = self._gpool_handshake, True
+        try:
+            return super().on_connect(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._gpool_handshake = outer
+            if not outer:  # a new session: nothing owed, nothing changed
+                self._gpool_replies = 0
+                self._gpool_state = 0
+
+    def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:  # redis-py >= 6
+        outer, self._gpool_handshake = self._gpool_handshake, True
+        try:
+            return super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._gpool_handshake = outer
+            if not outer:
+                self._gpool_replies = 0
+                self._gpool_state = 0
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        super().send_command(*args, **kwargs)  # type: ignore[misc]
+        # Counted once sent: a lazy reconnect inside the send starts a new session (counters cleared).
+        if not self._gpool_handshake:
+            self._gpool_track(args)
+            self._gpool_replies += 1
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self._gpool_batch = commands
+        return super().pack_commands(commands)  # type: ignore[misc]
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        batch, self._gpool_batch = self._gpool_batch, None
+        super().send_packed_command(command, check_health)  # type: ignore[misc]
+        if batch is not None and not self._gpool_handshake:
+            for args in batch:
+                self._gpool_track(args)
+            self._gpool_replies += len(batch)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except _ResponseError:
+            if not self._gpool_handshake:
+                self._gpool_replies -= 1  # an error reply is a reply
+            raise
+        if not self._gpool_handshake:
+            self._gpool_replies -= 1
+        return response
+
+
+_pooled_classes: dict[type, type] = {}
+
+
+def _pooled_class(cls: Any) -> type:
+    """``cls`` with :class:`PooledConnection` mixed in (one subclass per class, cached)."""
+    if not (isinstance(cls, type) and issubclass(cls, _rconn.AbstractConnection)):
+        raise TypeError(f"connection_class must be a redis.connection.AbstractConnection subclass, got {cls!r}")
+    if issubclass(cls, PooledConnection):
+        return cls
+    pooled = _pooled_classes.get(cls)
+    if pooled is None:
+        pooled = type(f"Pooled{cls.__name__}", (PooledConnection, cls), {"__module__": __name__})
+        _pooled_classes[cls] = pooled
+    return pooled
+
+
+def _parser_is_clean(conn: Any) -> bool:
+    """No bytes read from the socket and left unparsed (redis-py's pure-Python parser; hiredis: assumed)."""
+    buffer = getattr(conn._parser, "_buffer", None)
+    unread = getattr(buffer, "unread_bytes", None)
+    return unread is None or not unread()
+
+
+class _Slot:
+    """What the core pool holds: a redis-py connection plus the hooks the core calls.
+
+    A wrapper rather than hooks on the connection itself, because redis-py already uses the name
+    ``is_connected`` (a property) on its connections.
+    """
+
+    __slots__ = ("__weakref__", "conn", "epoch", "owner")
+
+    def __init__(self, owner: RedisPool, conn: Any, epoch: int) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.epoch = epoch
+        conn._gpool_slot = self
+
+    def __repr__(self) -> str:
+        return f"<gpool.redis slot {self.conn!r}>"
+
+    def open(self) -> None:
+        self.conn.connect()
+
+    def close(self) -> None:
+        self.owner._slots.pop(id(self), None)
+        self.conn.disconnect()  # redis-py does not shut down a socket inherited across fork
+
+    def is_connected(self) -> bool:
+        """Zero-round-trip checks, then ``PING`` (the core calls this after ``check_interval`` idle)."""
+        conn = self.conn
+        sock = conn._sock
+        if sock is None or not socket_is_clean(sock) or not _parser_is_clean(conn):
+            return False
+        timeout = conn.socket_timeout
+        sock.settimeout(HEALTH_CHECK_TIMEOUT if timeout is None else min(timeout, HEALTH_CHECK_TIMEOUT))
+        try:
+            conn.send_command("PING", check_health=False)
+            reply = conn.read_response()
+        finally:
+            if conn._sock is sock:
+                sock.settimeout(timeout)
+        return reply in (b"PONG", "PONG") and conn._gpool_replies == 0
+
+
+# -- the pool ----------------------------------------------------------------------------------------
+
+def _accepts(cls: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a C-level or odd signature
+        return False
+
+
+# redis-py 8 replaced lib_name/lib_version (still accepted, with a DeprecationWarning) by driver_info.
+_HAS_DRIVER_INFO = _accepts(_rconn.AbstractConnection, "driver_info")
+_HAS_MAINT_NOTIFICATIONS = _accepts(_redis.ConnectionPool, "maint_notifications_config")
+_DRIVER_KEYS = ("driver_info", "lib_name", "lib_version")
+_RETRY_KEYS = ("retry", "retry_on_timeout", "retry_on_error")
+# Exceptions after which a connection used in `with pool.connection()` is not reused.
+_FATAL = (_RedisConnectionError, _RedisTimeoutError, OSError, EOFError)
+
+
+class RedisPool(_redis.ConnectionPool):
+    """A ``redis.ConnectionPool`` backed by a gevent-cooperative gpool :class:`~gpool.Pool`.
+
+    Pool keywords are those of :class:`gpool.Pool` with its defaults, except that its ``retry``
+    (connect attempts) is called ``connect_retries`` here: ``retry`` is redis-py's command
+    :class:`~redis.retry.Retry`. Every other keyword (``socket_timeout``, ``socket_connect_timeout``,
+    ``username``, ``client_name``, ``decode_responses``, ``ssl_*``, ``protocol``...) goes to the
+    redis-py connection class. Nothing connects before the first command unless
+    ``initial_connections`` > 0.
+
+    Commands (through :meth:`client` or any ``redis.Redis(connection_pool=pool)``) and
+    :meth:`connection` wait at most ``timeout`` seconds for a connection, including connect retries,
+    then raise :class:`RedisPoolExhaustedError` (a :class:`gpool.PoolExhaustedError` and a
+    ``redis.ConnectionError``; the last connect error is ``__cause__``). Errors of the commands
+    themselves pass through unchanged and are never retried unless you configure redis-py's
+    ``retry``. After :meth:`close` they raise :class:`RedisPoolClosedError`.
+
+    Bad arguments raise ``TypeError``/``ValueError`` naming the parameter. The password never
+    appears in ``repr()``, logs or error messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        password: Optional[str] = None,
+        max_connections: int = 10,
+        timeout: Optional[float] = 30.0,
+        idle_timeout: Optional[float] = 600.0,
+        max_lifetime: Optional[float] = 3600.0,
+        check_interval: Optional[float] = 1.0,
+        initial_connections: int = 0,
+        max_waiting: Optional[int] = None,
+        max_usage: Optional[int] = None,
+        connect_retries: int = 3,
+        retry_delay: float = 0.1,
+        name: Optional[str] = None,
+        reap_expired_connections: bool = True,
+        reap_interval: float = 10.0,
+        connection_class: Optional[type] = None,
+        **connection_kwargs: Any,
+    ) -> None:
+        for key in ("cache", "cache_config"):
+            if connection_kwargs.get(key) is not None:
+                raise ValueError(f"{key}: client-side caching is not supported by gpool.redis")
+        if "connection_pool" in connection_kwargs:
+            raise TypeError("connection_pool: RedisPool is the connection pool")
+        retry = connection_kwargs.get("retry")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a redis.retry.Retry (redis-py's command retries) or None, got {retry!r}; "
+                            f"the pool's connect attempts are set with connect_retries")
+        ssl = connection_kwargs.pop("ssl", False)
+        if not isinstance(ssl, bool):
+            raise TypeError(f"ssl must be a bool, got {ssl!r}")
+        path = connection_kwargs.get("path")
+        if connection_class is None:
+            connection_class = (_rconn.UnixDomainSocketConnection if path is not None
+                                else _rconn.SSLConnection if ssl else _rconn.Connection)
+        connection_class = _pooled_class(connection_class)
+        unix = issubclass(connection_class, _rconn.UnixDomainSocketConnection)
+        if unix:
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"path must be the Unix socket's path, got {path!r}")
+        else:
+            if not isinstance(host, str) or not host:
+                raise (TypeError if not isinstance(host, str) else ValueError)(
+                    f"host must be a non-empty string, got {host!r}")
+            if isinstance(port, bool) or not isinstance(port, int):
+                raise TypeError(f"port must be an integer, got {port!r}")
+            if not 0 < port < 65536:
+                raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+        if isinstance(db, bool) or not isinstance(db, int):
+            raise TypeError(f"db must be an integer, got {db!r}")
+        if db < 0:
+            raise ValueError(f"db must be >= 0, got {db!r}")
+        if password is not None and not isinstance(password, str):
+            raise TypeError(f"password must be a string or None, got {type(password).__name__}")  # never its value
+        _number("max_connections", max_connections, integer=True, positive=True)
+        _number("connect_retries", connect_retries, integer=True)
+
+        kwargs: dict[str, Any] = dict(connection_kwargs, db=db, password=password)
+        if not unix:
+            kwargs.update(host=host, port=port)
+        # No silent retries: redis-py would re-send a command after a timeout or a lost connection.
+        if not any(kwargs.get(key) for key in _RETRY_KEYS):
+            kwargs["retry"] = Retry(NoBackoff(), 0)
+        # Lean connects: RESP2 needs no HELLO; no driver info means no CLIENT SETINFO and no package
+        # metadata read per connection (redis-py 8.1: ~0.4 ms of CPU for each new Connection).
+        kwargs.setdefault("protocol", 2)
+        if not any(key in kwargs for key in _DRIVER_KEYS):
+            if _HAS_DRIVER_INFO:
+                kwargs["driver_info"] = None
+            else:
+                kwargs.update(lib_name=None, lib_version=None)
+        maint: dict[str, Any] = {}
+        if _HAS_MAINT_NOTIFICATIONS and "maint_notifications_config" not in kwargs:
+            from redis.maint_notifications import MaintNotificationsConfig
+            # Its handlers move and close connections behind the pool's back: off unless asked for.
+            maint["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+
+        super().__init__(connection_class=connection_class, max_connections=max_connections, **maint, **kwargs)
+        probe = self.make_connection()  # let redis-py reject unknown or bad keywords now (no I/O)
+        del probe
+
+        if unix:
+            target = f"unix://{path}?db={db}"
+        else:
+            scheme = "rediss" if issubclass(connection_class, _rconn.SSLConnection) else "redis"
+            target = f"{scheme}://{host}:{port}/{db}"
+        self._target = target
+        self._slots: dict[int, _Slot] = {}  # id(slot) -> slot: every connection the core may still hold
+        self._slots_pid = os.getpid()
+        self._epoch = 0  # bumped by disconnect(): older connections are dropped instead of reused
+        self._timeout = timeout
+        self._pool: Pool[_Slot] = Pool(
+            self._new_slot,
+            None,
+            initial_connections,
+            max_connections,
+            reap_expired_connections,
+            reap_interval,
+            timeout=timeout,
+            max_lifetime=max_lifetime,
+            idle_timeout=idle_timeout,
+            max_waiting=max_waiting,
+            max_usage=max_usage,
+            check_interval=check_interval,
+            retry=connect_retries,
+            retry_delay=retry_delay,
+            name=name if name is not None else target,
+        )
+        # A template for the clients of connection() blocks: redis.Redis() costs ~100 us (it builds
+        # its response-callback table), a copy of this one ~2 us.
+        self._template = _redis.Redis(connection_pool=self)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisPool:  # type: ignore[override]
+        """A pool from ``redis://[[username]:password@]host[:port][/db][?option=value&...]``.
+
+        Also ``rediss://`` (TLS) and ``unix://[[username]:password@]/path/to/redis.sock?db=0``.
+        Username and password are percent-decoded. Query options are the pool keywords
+        (``max_connections``, ``timeout``, ``idle_timeout``, ``max_lifetime``, ``check_interval``,
+        ``connect_retries``, ``retry_delay``...) and the redis-py connection options that have a text
+        form (``socket_timeout``, ``socket_connect_timeout``, ``health_check_interval``,
+        ``client_name``, ``decode_responses``, ``protocol``, ``ssl_*``...): numbers, booleans as
+        ``true``/``false``/``1``/``0``, ``none`` where None is allowed. ``kwargs`` add to or override
+        them. Raises ``ValueError`` naming the part or option that is wrong; the URL itself is never
+        put in a message.
+        """
+        options = _parse_url(url)
+        options.update(kwargs)
+        return cls(**options)
+
+    # -- gpool API -----------------------------------------------------------------------------------
+
+    def client(self) -> _redis.Redis:
+        """A new ``redis.Redis`` on this pool: each command borrows a connection and returns it.
+
+        Everything in redis-py works: pipelines and transactions (a pipeline holds one connection
+        while it executes), ``pubsub()`` (holds one until it is closed; then the connection is
+        dropped, not unsubscribed), locks, scripts. Share one client across greenlets. Raises, per
+        command, what :meth:`get_connection` raises.
+        """
+        return _redis.Redis(connection_pool=self)
+
+    def connection(self, timeout: Optional[float] = None) -> _Binding:
+        """``with pool.connection() as r:`` a ``redis.Redis`` bound to one connection for the block.
+
+        For what needs one connection: ``WATCH``/``MULTI`` (``r.pipeline()`` in the block uses the
+        same connection), blocking commands, several commands in a row without a checkout each.
+        Waits at most ``timeout`` seconds (``None``: the pool's) like :meth:`get_connection`. On exit
+        the connection goes back to the pool, or is closed when the block was interrupted
+        (``gevent.Timeout``, a kill), the connection failed, or it is left in a state the next
+        user must not see. Using ``r`` after the block raises ``redis.ConnectionError``. The client
+        is for the greenlet that opened the block.
+        """
+        if timeout is not None:
+            _number("timeout", timeout)
+        return _Binding(self, timeout)
+
+    @property
+    def pool(self) -> Pool[Any]:
+        """The underlying :class:`gpool.Pool` (it holds private wrappers of the redis-py connections)."""
+        return self._pool
+
+    @property
+    def name(self) -> str:
+        """The pool's name (default ``redis://host:port/db``, without credentials)."""
+        return self._pool.name
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._pool.closed
+
+    @property
+    def size(self) -> int:
+        """Connections idle, in use or being opened."""
+        return self._pool.size
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's gauges and counters (:class:`gpool.PoolStats`). Works after close()."""
+        return self._pool.stats()
+
+    def close(self) -> None:
+        """Close the pool for good (idempotent).
+
+        Idle connections are closed now, waiters get :class:`RedisPoolClosedError`, connections in
+        use are closed when they come back, and later commands raise :class:`RedisPoolClosedError`.
+        Unlike redis-py's pools, where ``close()`` only disconnects: use :meth:`disconnect` for that.
+        """
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        pool = self._pool
+        state = " closed" if pool.closed else ""
+        stats = pool.stats()
+        return (f"<{type(self).__module__}.{type(self).__name__} {pool.name!r}{state} "
+                f"size={stats.size}/{stats.max_connections} idle={stats.idle} in_use={stats.in_use} "
+                f"waiting={stats.waiting}>")
+
+    # -- redis.ConnectionPool API ----------------------------------------------------------------------
+
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        """Take a connected, clean connection (redis-py calls this for each command or pipeline).
+
+        Waits at most the pool's ``timeout``; raises :class:`RedisPoolExhaustedError` then, or
+        :class:`RedisPoolClosedError` after :meth:`close`. The arguments are ignored (redis-py < 5.3
+        passes the command name).
+        """
+        return self._checkout(None)
+
+    def release(self, connection: Any) -> None:
+        """Give a connection back: reused when clean, else closed and its slot freed at once.
+
+        Never raises for a connection that is not ours or already returned (redis-py's contract):
+        that is logged.
+        """
+        slot = connection._gpool_slot if isinstance(connection, PooledConnection) else None
+        if slot is None or slot.owner is not self:
+            log.warning("pool %r: release() of a connection it does not own: ignored", self._pool.name)
+            return
+        self._give_back(slot, False)
+
+    def make_connection(self) -> Any:
+        """A new, unconnected connection built from ``connection_kwargs`` (no cap: the pool counts)."""
+        return self.connection_class(**self.connection_kwargs)
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close idle connections now and those in use when they come back; the pool stays usable.
+
+        Unlike redis-py, connections in use are never closed under their user, whatever
+        ``inuse_connections`` says.
+        """
+        self._epoch += 1
+        in_use = {id(slot) for slot, _, _ in self._pool.checked_out()}
+        for slot in self._live_slots():
+            if id(slot) not in in_use:
+                try:
+                    self._pool.drop(slot)
+                except ConnectionNotFoundError:
+                    pass  # closed meanwhile
+
+    def reset(self) -> None:
+        """redis-py's "start afresh" (used after fork): here, :meth:`disconnect`; gpool handles forks."""
+        if "_pool" not in self.__dict__:  # redis.ConnectionPool.__init__ calls it
+            super().reset()
+            return
+        self.disconnect()
+
+    def _checkpid(self) -> None:
+        """The core pool detects forks itself (a new generation of connections in the child)."""
+
+    def owns_connection(self, connection: Any) -> bool:
+        slot = getattr(connection, "_gpool_slot", None)
+        return slot is not None and slot.owner is self and slot.conn is connection
+
+    def set_retry(self, retry: Retry) -> None:
+        """redis-py's ``Redis.set_retry``: every connection, now and later, uses ``retry``."""
+        self.connection_kwargs["retry"] = retry
+        for slot in self._live_slots():
+            slot.conn.retry = retry
+
+    def re_auth_callback(self, token: Any) -> None:
+        """Streaming credentials: each connection re-authenticates when it is next returned."""
+        for slot in self._live_slots():
+            slot.conn.set_re_auth_token(token)
+
+    def _get_free_connections(self) -> list[Any]:
+        in_use = {id(slot) for slot, _, _ in self._pool.checked_out()}
+        return [slot.conn for slot in self._live_slots() if id(slot) not in in_use]
+
+    def _get_in_use_connections(self) -> set[Any]:
+        return {slot.conn for slot, _, _ in self._pool.checked_out()}
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _new_slot(self) -> _Slot:
+        """The core pool's factory."""
+        slot = _Slot(self, self.make_connection(), self._epoch)
+        if self._slots_pid != os.getpid():
+            self._slots_pid = os.getpid()
+            self._slots.clear()  # the parent's: the core forgot them
+        self._slots[id(slot)] = slot
+        return slot
+
+    def _live_slots(self) -> list[_Slot]:
+        if self._slots_pid != os.getpid():
+            self._slots_pid = os.getpid()
+            self._slots.clear()
+        return list(self._slots.values())
+
+    def _checkout(self, timeout: Optional[float]) -> Any:
+        """Acquire from the core; drop and try again what fails the zero-round-trip check."""
+        pool = self._pool
+        start = monotonic()
+        while True:
+            try:
+                slot = pool.acquire(timeout)
+            except PoolExhaustedError as exc:
+                raise _convert(exc, RedisPoolExhaustedError) from exc.__cause__
+            except PoolClosedError as exc:
+                raise _convert(exc, RedisPoolClosedError) from None
+            conn = slot.conn
+            try:
+                sock = conn._sock
+                # One recv(MSG_PEEK): catches a socket the server closed (CLIENT KILL, its idle
+                # timeout, a restart) or bytes nobody asked for, before the user's command does.
+                if sock is not None and slot.epoch == self._epoch and socket_is_clean(sock):
+                    return conn
+                log.debug("pool %r: connection closed by the server or not clean at checkout: dropped",
+                          pool.name)
+            except BaseException:
+                pool.drop(slot)
+                raise
+            pool.drop(slot)
+            if timeout is None:
+                timeout = self._timeout
+            if timeout is not None:
+                timeout = max(0.0, timeout - (monotonic() - start))
+                start = monotonic()
+
+    def _give_back(self, slot: _Slot, poisoned: bool) -> None:
+        """Release a clean connection, drop any other (never raises for one already returned)."""
+        conn = slot.conn
+        try:
+            if (
+                poisoned
+                or conn._sock is None
+                or conn._gpool_replies
+                or conn._gpool_state
+                or slot.epoch != self._epoch
+                or not _parser_is_clean(conn)
+                or conn.should_reconnect()
+            ):
+                self._pool.drop(slot)
+                return
+            if getattr(conn, "_re_auth_token", None) is not None:
+                try:
+                    conn.re_auth()
+                except Exception:
+                    log.warning("pool %r: re-authentication failed; connection dropped", self._pool.name,
+                                exc_info=True)
+                    self._pool.drop(slot)
+                    return
+            self._pool.release(slot)
+        except ConnectionNotFoundError:
+            log.warning("pool %r: a connection was returned twice: ignored", self._pool.name)
+
+    def _bound_client(self, bound: _BoundPool) -> _redis.Redis:
+        template = self._template
+        client = object.__new__(type(template))
+        client.__dict__.update(template.__dict__)
+        callbacks = template.response_callbacks
+        # A copy the block may change (set_response_callback), without re-upper-casing 200 keys.
+        own = type(callbacks).__new__(type(callbacks))
+        dict.update(own, callbacks)
+        client.response_callbacks = own
+        client.connection_pool = bound
+        return client
+
+
+def _convert(exc: PoolError, cls: type[PoolError]) -> PoolError:
+    error = cls(*exc.args)
+    error.__cause__ = exc.__cause__
+    return error
+
+
+class _BoundPool(_redis.ConnectionPool):
+    """The connection pool of a ``connection()`` block's client: always the same connection.
+
+    Built per block without redis-py's ``__init__``: everything but checkout and release (encoder,
+    ``connection_kwargs``, protocol...) is read from the parent pool.
+    """
+
+    def __init__(self, parent: RedisPool, conn: Any) -> None:  # no super().__init__: see above
+        self.__dict__["_parent"] = parent
+        self.__dict__["_conn"] = conn
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["_parent"], name)
+
+    def __repr__(self) -> str:
+        state = "ended" if self._conn is None else "active"
+        return f"<gpool.redis connection() block of {self._parent.name!r} {state}>"
+
+    def __del__(self) -> None:
+        pass
+
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise _RedisConnectionError(
+                f"pool {self._parent.name!r}: this client was bound to a connection by a "
+                f"`with pool.connection()` block that has ended")
+        return conn
+
+    def release(self, connection: Any) -> None:
+        pass  # the block gives it back
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def owns_connection(self, connection: Any) -> bool:
+        return connection is self._conn
+
+    def _get_free_connections(self) -> list[Any]:
+        return []
+
+    def _get_in_use_connections(self) -> set[Any]:
+        return set() if self._conn is None else {self._conn}
+
+
+class _Binding:
+    """``with pool.connection() as r``."""
+
+    __slots__ = ("bound", "pool", "timeout")
+
+    def __init__(self, pool: RedisPool, timeout: Optional[float]) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.bound: Optional[_BoundPool] = None
+
+    def __enter__(self) -> _redis.Redis:
+        pool = self.pool
+        conn = pool._checkout(self.timeout)
+        try:
+            bound = _BoundPool(pool, conn)
+            client = pool._bound_client(bound)
+        except BaseException:
+            pool._give_back(conn._gpool_slot, True)
+            raise
+        self.bound = bound
+        return client
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        bound, self.bound = self.bound, None
+        if bound is None:
+            return
+        conn = bound.__dict__["_conn"]
+        bound.__dict__["_conn"] = None
+        # As in gpool.Pool.connection(): an interruption or a connection error poisons it; an error
+        # of the pool itself (a nested checkout timed out) says nothing about this connection.
+        poisoned = exc is not None and (
+            not isinstance(exc, Exception) or (isinstance(exc, _FATAL) and not isinstance(exc, PoolError)))
+        self.pool._give_back(conn._gpool_slot, poisoned)
+
+
+# -- from_url ------------------------------------------------------------------------------------------
+
+
+def _url_int(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be an integer, got {text!r}") from None
+
+
+def _url_float(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be a number, got {text!r}") from None
+
+
+def _url_none(convert: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    def parse(key: str, text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else convert(key, text)
+    return parse
+
+
+def _url_bool(key: str, text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"url: option {key} must be true or false, got {text!r}")
+
+
+def _url_str(key: str, text: str) -> str:
+    return text
+
+
+_URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
+    # pool
+    "max_connections": _url_int,
+    "initial_connections": _url_int,
+    "timeout": _url_none(_url_float),
+    "idle_timeout": _url_none(_url_float),
+    "max_lifetime": _url_none(_url_float),
+    "check_interval": _url_none(_url_float),
+    "max_waiting": _url_none(_url_int),
+    "max_usage": _url_none(_url_int),
+    "connect_retries": _url_int,
+    "retry_delay": _url_float,
+    "name": _url_str,
+    "reap_expired_connections": _url_bool,
+    "reap_interval": _url_float,
+    # redis-py connection
+    "db": _url_int,
+    "username": _url_str,
+    "password": _url_str,  # never echoed: no parser of this table puts a password in a message
+    "socket_timeout": _url_none(_url_float),
+    "socket_connect_timeout": _url_none(_url_float),
+    "socket_keepalive": _url_bool,
+    "socket_read_size": _url_int,
+    "health_check_interval": _url_float,
+    "client_name": _url_str,
+    "decode_responses": _url_bool,
+    "encoding": _url_str,
+    "encoding_errors": _url_str,
+    "protocol": _url_int,
+    "retry_on_timeout": _url_bool,
+    # rediss://
+    "ssl_cert_reqs": _url_str,
+    "ssl_ca_certs": _url_str,
+    "ssl_ca_path": _url_str,
+    "ssl_certfile": _url_str,
+    "ssl_keyfile": _url_str,
+    "ssl_check_hostname": _url_bool,
+}
+_SSL_ONLY = frozenset(key for key in _URL_OPTIONS if key.startswith("ssl_"))
+
+
+def _parse_url(url: Any) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"url: scheme must be redis://, rediss:// or unix://, got {parts.scheme + '://'!r}")
+    if parts.fragment:
+        raise ValueError("url: a fragment (#...) is not allowed")
+    options: dict[str, Any] = {}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password is not None:
+        options["password"] = unquote(parts.password)
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("url: unix:// needs the socket's path, e.g. unix:///run/redis.sock")
+        options["path"] = unquote(parts.path)
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise ValueError(f"url: port must be an integer from 1 to 65535, got {text!r}") from None
+        if parts.hostname:
+            options["host"] = unquote(parts.hostname)
+        if port is not None:
+            if port == 0:
+                raise ValueError("url: port must be an integer from 1 to 65535, got '0'")
+            options["port"] = port
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if path:
+            try:
+                options["db"] = int(path)
+            except ValueError:
+                raise ValueError(f"url: the path must be the database number, got {path!r}") from None
+        if scheme == "rediss":
+            options["ssl"] = True
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError("url: the query string is malformed (expected option=value&...)") from None
+    seen: set[str] = set()
+    for key, text in pairs:
+        parse = _URL_OPTIONS.get(key)
+        if parse is None:
+            hint = " (redis-py's Retry object cannot be given in a URL; connect attempts are connect_retries)" \
+                if key == "retry" else ""
+            raise ValueError(f"url: unknown option {key!r}{hint}")
+        if key in _SSL_ONLY and scheme != "rediss":
+            raise ValueError(f"url: option {key!r} needs a rediss:// URL")
+        if key in seen:
+            raise ValueError(f"url: option {key!r} given more than once")
+        seen.add(key)
+        options[key] = parse(key, text)
+    return options
+
