@@ -1,0 +1,281 @@
+"""Stats that explain (close reasons, histograms, reset), leak detection, dead holders, hooks, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import gevent
+import pytest
+
+from gpool import Pool, PoolExhaustedError
+from gpool.stats import BUCKETS, CLOSE_REASONS, Histogram
+
+from .conftest import FakeFactory, check_invariants
+
+
+def test_every_close_reason_is_counted(make_pool, factory, clock):
+    pool = make_pool(max_connections=5, idle_timeout=50, max_lifetime=1000, check_interval=10,
+                     reap_expired_connections=False)
+    with pytest.raises(ConnectionResetError), pool.connection():
+        raise ConnectionResetError  # broken
+    g = gevent.spawn(lambda: pool.connection().__enter__() and gevent.sleep(10))
+    gevent.sleep(0)
+    with pool.connection():
+        pass
+    g.kill()  # the greenlet held it without `with` cleanup: still in use, nothing closed yet
+    pool.drop(next(c for c, _, _ in pool.checked_out()))  # dropped
+    with pytest.raises(gevent.Timeout), pool.connection():
+        raise gevent.Timeout()  # interrupted
+    conn = pool.acquire()
+    pool.release(conn)
+    clock.advance(60)
+    pool.release(pool.acquire())  # the idle one expired (idle): a new one
+    conn = pool.acquire()
+    pool.release(conn)
+    conn.healthy = False
+    clock.advance(20)
+    pool.release(pool.acquire())  # check_failed, then a new one
+    clock.advance(1000)
+    pool.release(pool.acquire())  # the idle one is past its lifetime
+    pool.close()
+    s = pool.stats()
+    assert s.closed_broken == 1 and s.closed_dropped == 1 and s.closed_interrupted == 1
+    assert s.closed_expired_idle == 1 and s.closed_check_failed == 1 and s.closed_expired_lifetime == 1
+    assert s.closed_pool_closed == 1
+    assert s.closed == sum(getattr(s, f"closed_{r}") for r in CLOSE_REASONS)
+    assert s.closed == len(factory.closed)
+
+
+def test_max_usage_close_reason(make_pool):
+    pool = make_pool(max_usage=2)
+    for _ in range(2):
+        pool.release(pool.acquire())
+    assert pool.stats().closed_max_usage == 1 and pool.stats().reaped == 1
+
+
+def test_histogram_percentiles_and_bounds():
+    h = Histogram()
+    assert h.percentile(0.99) == 0.0
+    for _ in range(98):
+        h.record(0.0002)
+    h.record(0.3)
+    h.record(2.0)
+    assert h.percentile(0.5) == 0.00025
+    assert h.percentile(0.99) == 0.5
+    assert h.percentile(1.0) == 2.0, "capped at the max seen"
+    assert h.percentile(0.5, zeros=1000) == 0.0
+    assert sum(h.counts) == 100 and h.max == 2.0 and abs(h.total - (98 * 0.0002 + 2.3)) < 1e-9
+    assert BUCKETS[-1] == float("inf") and list(BUCKETS) == sorted(BUCKETS)
+
+
+def test_wait_percentiles_count_acquisitions_that_never_waited(make_pool):
+    pool = make_pool(max_connections=1)
+    for _ in range(98):
+        pool.release(pool.acquire())
+    held = gevent.spawn(pool.acquire).get()
+    gevent.spawn_later(0.03, pool.release, held)
+    pool.release(pool.acquire(timeout=2))
+    s = pool.stats()
+    assert s.acquired == 100 and s.waits == 1
+    assert s.wait_time_p50 == 0.0
+    assert 0.025 <= s.wait_time_max < 1 and s.wait_time_p99 <= 0.05
+    assert sum(s.wait_buckets) == 1
+
+
+def test_usage_times_are_recorded_with_timing_stats(make_pool):
+    pool = make_pool(timing_stats=True)
+    with pool.connection():
+        gevent.sleep(0.02)
+    s = pool.stats()
+    assert s.usage_count == 1 and 0.015 < s.usage_time_max < 1 and s.usage_time_p99 >= 0.01
+    off = make_pool()
+    off.release(off.acquire())
+    assert off.stats().usage_count == 0
+
+
+def test_stats_reset_zeroes_counters_but_not_gauges(make_pool):
+    pool = make_pool()
+    held = pool.acquire()
+    pool.release(pool.acquire())
+    first = pool.stats(reset=True)
+    assert first.acquired == 2 and first.created == 2
+    after = pool.stats()
+    assert after.acquired == 0 and after.created == 0 and after.released == 0
+    assert after.in_use == 1 and after.idle == 1 and after.size == 2
+    pool.release(held)
+
+
+def test_as_dict_is_json_serialisable(make_pool):
+    pool = make_pool()
+    pool.release(pool.acquire())
+    data = json.loads(json.dumps(pool.stats().as_dict()))
+    assert data["acquired"] == 1 and data["name"] == pool.name and len(data["wait_buckets"]) == len(BUCKETS)
+
+
+def test_leak_is_reported_once_with_holder_and_stack_then_its_return(make_pool, clock, caplog):
+    pool = make_pool(leak_timeout=5)
+
+    def leaky_handler():
+        return pool.acquire()
+
+    conn = leaky_handler()
+    with caplog.at_level(logging.INFO, logger="gpool"):
+        clock.advance(4)
+        pool._reap(clock.now)
+        assert pool.stats().leaks == 0
+        clock.advance(2)
+        pool._reap(clock.now)
+        pool._reap(clock.now)
+        pool.release(conn)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and pool.stats().leaks == 1
+    text = warnings[0].getMessage()
+    assert "held for 6.0s" in text and "leaky_handler" in text and "greenlet" in text.lower()
+    assert any("came back after" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_leak_detection_runs_in_the_background():
+    factory = FakeFactory()
+    with Pool(factory, None, 0, 2, False, 10.0, leak_timeout=0.02) as pool:
+        held = pool.acquire()
+        for _ in range(200):
+            if pool.stats().leaks:
+                break
+            gevent.sleep(0.005)
+        assert pool.stats().leaks == 1, "the reaper runs every leak_timeout/2 even without reaping"
+        pool.release(held)
+
+
+def test_dead_holder_connection_is_reclaimed(make_pool, factory):
+    pool = make_pool(max_connections=1, reclaim_dead_holders=True)
+    g = gevent.spawn(pool.acquire)  # takes it and dies without releasing
+    g.join()
+    assert pool.stats().in_use == 1
+    pool._reap(None)
+    s = pool.stats()
+    assert s.in_use == 0 and s.closed_reclaimed == 1 and factory.created[0].closed
+    pool.release(pool.acquire(timeout=1))
+    check_invariants(pool)
+
+
+def test_live_holders_are_not_reclaimed(make_pool):
+    pool = make_pool(reclaim_dead_holders=True)
+    conn = pool.acquire()
+    pool._reap(None)
+    assert pool.stats().in_use == 1
+    pool.release(conn)
+
+
+def test_hooks_are_called_at_each_step(make_pool, factory):
+    calls = []
+    pool = make_pool(
+        on_connect=lambda c: calls.append(("connect", c.id)),
+        on_checkout=lambda c: calls.append(("checkout", c.id)),
+        on_checkin=lambda c: calls.append(("checkin", c.id)),
+        on_drop=lambda c, reason: calls.append(("drop", c.id, reason)),
+    )
+    conn = pool.acquire()
+    pool.release(conn)
+    pool.release(pool.acquire())
+    pool.drop(conn)
+    i = conn.id
+    assert calls == [("connect", i), ("checkout", i), ("checkin", i), ("checkout", i), ("checkin", i),
+                     ("drop", i, "dropped")]
+    assert conn.reset_calls == 2, "on_checkin does not replace the connection's own reset()"
+
+
+def test_failing_on_connect_is_a_connect_error_and_closes_the_connection(make_pool, factory, caplog):
+    fails = [1]
+
+    def on_connect(conn):
+        if fails:
+            fails.pop()
+            raise RuntimeError("SET NAMES failed")
+
+    pool = make_pool(on_connect=on_connect, retry_delay=0.001)
+    with caplog.at_level(logging.WARNING, logger="gpool"):
+        conn = pool.acquire()
+    assert factory.created[0].closed and conn is factory.created[1]
+    assert pool.stats().connect_errors == 1 and "on_connect hook failed" in caplog.text
+    pool.release(conn)
+
+
+def test_failing_on_checkout_drops_that_connection_and_acquisition_continues(make_pool, factory):
+    bad = set()
+    pool = make_pool(on_checkout=lambda c: (_ for _ in ()).throw(RuntimeError("no")) if c.id in bad else None)
+    first = pool.acquire()
+    pool.release(first)
+    bad.add(first.id)
+    second = pool.acquire()
+    assert second is not first and first.closed
+    assert pool.stats().closed_broken == 1
+    pool.release(second)
+
+
+def test_failing_on_checkin_drops_the_connection(make_pool):
+    pool = make_pool(on_checkin=lambda c: 1 / 0)
+    conn = pool.acquire()
+    pool.release(conn)
+    assert conn.closed and pool.size == 0 and pool.stats().closed_broken == 1
+
+
+def test_failing_on_drop_is_logged_and_the_pool_stays_consistent(make_pool, caplog):
+    pool = make_pool(on_drop=lambda c, r: 1 / 0)
+    conn = pool.acquire()
+    with caplog.at_level(logging.WARNING, logger="gpool"):
+        pool.drop(conn)
+    assert conn.closed and pool.size == 0 and "on_drop hook failed" in caplog.text
+
+
+@pytest.mark.parametrize("hook", ["on_connect", "on_checkout", "on_checkin", "on_drop"])
+def test_hooks_must_be_callable(factory, hook):
+    with pytest.raises(TypeError, match=f"{hook} must be callable or None, got 3"):
+        Pool(factory, **{hook: 3})
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [({"leak_timeout": 0}, "leak_timeout must be > 0"),
+                                               ({"reclaim_dead_holders": 1}, "reclaim_dead_holders must be a bool"),
+                                               ({"timing_stats": "yes"}, "timing_stats must be a bool")])
+def test_bad_observability_arguments(factory, kwargs, words):
+    with pytest.raises((TypeError, ValueError), match=words):
+        Pool(factory, **kwargs)
+
+
+def test_prometheus_exposition_parses_and_matches_stats(factory):
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gpool.prometheus import PoolCollector
+
+    registry = prometheus_client.CollectorRegistry()
+    a = Pool(factory, None, 0, 2, name="db")
+    b = Pool(FakeFactory(), None, 1, 3, name="cache")
+    collector = PoolCollector.register(a, registry=registry)
+    collector.add(b)
+    held = a.acquire()
+    a.release(a.acquire())
+    a.drop(a.acquire())
+    with pytest.raises(PoolExhaustedError):
+        a.acquire(timeout=0.01) and a.acquire(timeout=0.01)
+    text = prometheus_client.generate_latest(registry).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert samples[("gpool_connections", (("pool", "db"), ("state", "in_use")))] == 2
+    assert samples[("gpool_connections", (("pool", "cache"), ("state", "idle")))] == 1
+    assert samples[("gpool_max_connections", (("pool", "db"),))] == 2
+    assert samples[("gpool_connections_created_total", (("pool", "db"),))] == 3
+    assert samples[("gpool_connections_closed_total", (("pool", "db"), ("reason", "dropped")))] == 1
+    assert samples[("gpool_acquire_timeouts_total", (("pool", "db"),))] == 1
+    assert samples[("gpool_acquire_wait_seconds_count", (("pool", "db"),))] == a.stats().acquired + 1
+    assert samples[("gpool_acquire_wait_seconds_bucket", (("le", "+Inf"), ("pool", "db")))] == 5
+    assert ("gpool_waiting", (("pool", "cache"),)) in samples
+    collector.remove(b)
+    assert "cache" not in prometheus_client.generate_latest(registry).decode()
+    with pytest.raises(TypeError, match="stats"):
+        collector.add(object())
+    a.release(held)
+    a.close()
+    b.close()
