@@ -13,9 +13,10 @@ blocking the process. ``import gpool`` does not import this module (nor PyMySQL)
 
 What the pool does with each connection (see :class:`MySQLConnection`):
 
-* on return, rolls back a transaction left open and restores autocommit (no round trip when there is
-  nothing to undo); after a statement that changes the session (``SET``, ``USE``, ``LOCK TABLES``,
-  ``CREATE TEMPORARY``, ``PREPARE``) it resets the session and runs the configured set-up again;
+* on return, rolls back a transaction that may be open and restores autocommit: with
+  ``autocommit=True`` that costs no round trip unless the user began a transaction; after a statement
+  that changes the session (``SET``, ``USE``, ``LOCK TABLES``, ``CREATE TEMPORARY``, ``PREPARE``) it
+  resets the session and runs the configured set-up again;
 * drops it, never reusing it, when a query was interrupted (``gevent.Timeout``, a kill) or the
   connection was lost (errors 2006, 2013, 2014, 2055, server shutdown or kill); SQL errors keep it;
 * pings it (``ping(reconnect=False)``) before handing it out after it sat idle longer than
@@ -37,6 +38,7 @@ import pymysql
 import pymysql.connections
 import pymysql.cursors
 from pymysql import err as _err
+from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
 from .connection import socket_is_clean
@@ -67,10 +69,10 @@ _FATAL_CODES = frozenset({
 })
 
 # A statement that changes session state the pool cannot see in the protocol's status flags. Leading
-# blanks and comments are skipped (not /*! ... */, which the server executes). Linear: every loop
-# iteration must consume a comment opener.
+# blanks and comments are skipped; the server runs what is inside /*! ... */, so that opener is
+# skipped too. Linear: every loop iteration must consume a comment opener.
 _SESSION_SQL = (
-    r"\A\s*(?:(?:/\*(?!!).*?\*/|(?:--[ \t]|\#)[^\n]*(?:\n|\Z))\s*)*"
+    r"\A\s*(?:(?:/\*(?!!).*?\*/|(?:--[ \t]|\#)[^\n]*(?:\n|\Z))\s*)*(?:/\*!\d*\s*)?"
     r"(SET|USE|LOCK|PREPARE|CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY)\b"
 )
 _SESSION_STR = re.compile(_SESSION_SQL, re.IGNORECASE | re.DOTALL)
@@ -95,13 +97,15 @@ class MySQLConnection(pymysql.connections.Connection):
     ``pymysql.connect``.
     """
 
+    _result: Any  # PyMySQL's; declared for type checkers
+
     def __init__(self, *, setsession: Sequence[str] = (), _tls: Optional[_TLS] = None, **kwargs: Any) -> None:
         # Set before PyMySQL's __init__, which calls connect() and so our override.
         self._gpool_setsession = _statements("setsession", setsession)
         self._gpool_autocommit = False  # the autocommit the session had once set up: restored on reset
         self._gpool_session_changed = False  # a statement changed session state since the set-up
         self._gpool_db_changed = False  # ... and it selected another database
-        self._gpool_failed = False  # a statement failed since the last reset: server_status may be stale
+        self._gpool_used = False  # a statement ran since the set-up, the last reset, commit or rollback
         if _tls is None:
             super().__init__(**kwargs)
             return
@@ -124,21 +128,37 @@ class MySQLConnection(pymysql.connections.Connection):
             self._force_close()
             raise
         self._gpool_autocommit = self.get_autocommit()
-        self._gpool_session_changed = self._gpool_db_changed = self._gpool_failed = False
+        self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
 
     def query(self, sql: Any, unbuffered: bool = False) -> int:
-        """PyMySQL's ``query``, noting statements that change the session or fail (for :meth:`reset`)."""
+        """PyMySQL's ``query``, noting that the connection was used and whether the session changed."""
+        self._gpool_used = True
         match = (_SESSION_STR if isinstance(sql, str) else _SESSION_BYTES).match(sql)
         if match is not None:
             self._gpool_session_changed = True
             if match.group(1)[:1] in ("U", "u", b"U", b"u"):
                 self._gpool_db_changed = True
+        return super().query(sql, unbuffered)  # type: ignore[no-any-return]
+
+    def commit(self) -> None:
+        """PyMySQL's ``commit``."""
+        super().commit()
+        self._gpool_used = False
+
+    def rollback(self) -> None:
+        """PyMySQL's ``rollback``."""
+        super().rollback()
+        self._gpool_used = False
+
+    def _write_bytes(self, data: bytes) -> None:
         try:
-            return super().query(sql, unbuffered)  # type: ignore[no-any-return]
-        except _err.MySQLError:
-            # An error packet carries no status flags: a transaction may have begun without
-            # server_status saying so.
-            self._gpool_failed = True
+            super()._write_bytes(data)
+        except BaseException:
+            # PyMySQL closes the socket when a read is interrupted (gevent.Timeout, a kill) but not a
+            # write: half a packet would stay on the wire, and the server would take the next command
+            # as its rest. Closing here makes the connection unusable even if the caller swallows
+            # the Timeout inside its ``with`` block.
+            self._force_close()
             raise
 
     def select_db(self, db: str) -> None:
@@ -158,6 +178,9 @@ class MySQLConnection(pymysql.connections.Connection):
         hold the caller) and never raises; calling it again does nothing.
         """
         self._closed = True
+        result = self._result
+        if result is not None:
+            result.unbuffered_active = False  # else its __del__ would read the rest from a closed socket
         sock = self._sock
         if sock is None:
             return
@@ -208,9 +231,12 @@ class MySQLConnection(pymysql.connections.Connection):
     def reset(self) -> None:
         """Make the session what the pool configured for the next user; raise when it cannot.
 
-        Rolls back a transaction that is really open (``SERVER_STATUS_IN_TRANS``, or a failed
-        statement while autocommit is off) and restores autocommit, so the common case costs no
-        round trip. After a session-changing statement it runs :meth:`reset_session` instead.
+        Rolls back a transaction that may be open and restores autocommit. With autocommit on, only
+        an explicit ``BEGIN`` opens one and the server flags it (``SERVER_STATUS_IN_TRANS``), so the
+        common case costs no round trip. With autocommit off, any statement opens one and MariaDB
+        does not flag read-only ones (not even ``SELECT ... FOR UPDATE``, which holds locks): a
+        ``ROLLBACK`` follows any statement not followed by ``commit()``/``rollback()``. After a
+        session-changing statement it runs :meth:`reset_session` instead.
         Raising makes the pool drop the connection: a closed connection, or an unbuffered result
         left unread (reading it all could take long).
         """
@@ -226,9 +252,9 @@ class MySQLConnection(pymysql.connections.Connection):
             self.reset_session()
             return
         status = self.server_status
-        if status & _IN_TRANS or (self._gpool_failed and not status & _AUTOCOMMIT):
+        if status & _IN_TRANS or (self._gpool_used and not status & _AUTOCOMMIT):
             self.rollback()
-        self._gpool_failed = False
+        self._gpool_used = False
         if bool(self.server_status & _AUTOCOMMIT) != self._gpool_autocommit:
             self.autocommit(self._gpool_autocommit)
 
@@ -258,7 +284,7 @@ class MySQLConnection(pymysql.connections.Connection):
             super().select_db(self.db)
         if bool(self.server_status & _AUTOCOMMIT) != self._gpool_autocommit:
             self.autocommit(self._gpool_autocommit)
-        self._gpool_session_changed = self._gpool_db_changed = self._gpool_failed = False
+        self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
 
     def _run_setsession(self) -> None:
         if self._gpool_setsession:
@@ -282,7 +308,8 @@ class _TLS:
     def __init__(self, template: pymysql.connections.Connection) -> None:
         self.use_ssl = bool(template.ssl)
         self.ctx = getattr(template, "ctx", None) if self.use_ssl else None
-        self.required = getattr(template, "_ssl_required", None)  # PyMySQL >= 1.1.2 only
+        # False in the "preferred" mode of recent PyMySQL; absent in versions without that mode
+        self.required = getattr(template, "_ssl_required", None)
         self.flags = template.client_flag & CLIENT.SSL
 
     def apply(self, conn: pymysql.connections.Connection) -> None:
@@ -327,37 +354,28 @@ _CONNECT_ARGS = frozenset(
 ) - {"host", "port", "user", "password", "database", "init_command", "autocommit", "defer_connect",
      "passwd", "db"}
 
-_POOL_DEFAULTS: dict[str, Any] = {
-    "max_connections": 10,
-    "initial_connections": 0,
-    "timeout": 30.0,
-    "idle_timeout": 600.0,
-    "max_lifetime": 3600.0,
-    "check_interval": 1.0,
-    "max_waiting": None,
-    "max_usage": None,
-    "retry": 3,
-    "retry_delay": 0.1,
-    "reap_expired_connections": True,
-    "reap_interval": 10.0,
-}
+# Every other keyword of gpool.Pool (max_waiting, max_usage, retry, retry_delay, name, leak_timeout,
+# on_checkout...) passes through MySQLPool(**kwargs) unchanged.
+_POOL_ARGS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "factory", "options"}
 
 
 class MySQLPool:
     """A gevent-cooperative pool of PyMySQL connections (:class:`MySQLConnection`).
 
-    Pool keywords are those of :class:`gpool.Pool` (same defaults); ``init_command``, ``autocommit``
-    and every other keyword (``charset``, ``connect_timeout``, ``read_timeout``, ``ssl_ca``,
-    ``cursorclass``...) go to ``pymysql.connect``; ``setsession`` is a list of statements run on
-    each new connection. Nothing connects before the first use unless ``initial_connections`` > 0.
+    Pool keywords are those of :class:`gpool.Pool`, with its defaults (``max_waiting``, ``max_usage``,
+    ``retry``, ``retry_delay``, ``name``, ``reap_interval``, ``leak_timeout``, the ``on_*`` hooks...
+    pass through ``**kwargs``); ``init_command``, ``autocommit`` and every other keyword (``charset``,
+    ``connect_timeout``, ``read_timeout``, ``ssl_ca``, ``cursorclass``...) go to ``pymysql.connect``;
+    ``setsession`` is a list of statements run on each new connection. Nothing connects before the
+    first use unless ``initial_connections`` > 0.
 
     Acquisitions (``connection()``, ``transaction()`` and the helpers) wait at most ``timeout``
     seconds, including connect retries, then raise :class:`gpool.PoolExhaustedError` (with the last
     connect error as ``__cause__``). Driver errors from queries pass through unchanged. After
     :meth:`close` they raise :class:`gpool.PoolClosedError`.
 
-    Raises ``TypeError``/``ValueError`` naming the parameter for bad arguments (unknown keywords
-    included). The password never appears in ``repr()``, logs or error messages.
+    Raises ``TypeError`` (wrong type, unknown keyword) or ``ValueError`` (bad value) naming the
+    parameter. The password never appears in ``repr()``, logs or error messages.
     """
 
     def __init__(
@@ -374,30 +392,30 @@ class MySQLPool:
         idle_timeout: Optional[float] = 600.0,
         max_lifetime: Optional[float] = 3600.0,
         check_interval: Optional[float] = 1.0,
-        max_waiting: Optional[int] = None,
-        max_usage: Optional[int] = None,
-        retry: int = 3,
-        retry_delay: float = 0.1,
-        name: Optional[str] = None,
-        reap_expired_connections: bool = True,
-        reap_interval: float = 10.0,
         init_command: Optional[str] = None,
         setsession: Optional[Sequence[str]] = None,
         autocommit: Optional[bool] = False,
-        **connect_kwargs: Any,
+        **kwargs: Any,
     ) -> None:
-        for key in connect_kwargs:
-            if key in ("passwd", "db"):
+        pool_kwargs: dict[str, Any] = {}
+        connect_kwargs: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in _POOL_ARGS:
+                pool_kwargs[key] = value
+            elif key in _CONNECT_ARGS:
+                connect_kwargs[key] = value
+            elif key in ("passwd", "db"):
                 instead = "password" if key == "passwd" else "database"
                 raise TypeError(f"{key} is a deprecated PyMySQL alias: use {instead}")
-            if key == "defer_connect":
+            elif key == "defer_connect":
                 raise TypeError("defer_connect is not supported: the pool connects when a connection is needed")
-            if key not in _CONNECT_ARGS:
+            else:
                 raise TypeError(
                     f"unknown keyword argument {key!r}: neither a pool option nor a pymysql.connect() argument")
-        if not isinstance(host, str) or not host:
-            raise (TypeError if not isinstance(host, str) else ValueError)(
-                f"host must be a non-empty string, got {host!r}")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a string, got {host!r}")
+        if not host:
+            raise ValueError("host must be a non-empty string, got ''")
         if isinstance(port, bool) or not isinstance(port, int):
             raise TypeError(f"port must be an integer, got {port!r}")
         if not 0 < port < 65536:
@@ -406,8 +424,10 @@ class MySQLPool:
             raise TypeError(f"user must be a string or None, got {type(user).__name__}")
         if not isinstance(password, (str, bytes)):
             raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
-        if database is not None and (not isinstance(database, str) or not database):
-            raise ValueError(f"database must be a non-empty string or None, got {database!r}")
+        if database is not None and not isinstance(database, str):
+            raise TypeError(f"database must be a string or None, got {database!r}")
+        if database == "":
+            raise ValueError("database must be a non-empty string or None, got ''")
         if init_command is not None and not isinstance(init_command, str):
             raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
         if autocommit is not None and not isinstance(autocommit, bool):
@@ -426,22 +446,18 @@ class MySQLPool:
         self._tls: Optional[_TLS] = None  # built at the first connect: after monkey-patching, in the worker
         target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
         self._target = f"{user or ''}@{target}/{database or ''}"
+        name = pool_kwargs.pop("name", None)
         self._pool: Pool[MySQLConnection] = Pool(
             self._connect,
             None,
-            initial_connections,
-            max_connections,
-            reap_expired_connections,
-            reap_interval,
+            initial_connections=initial_connections,
+            max_connections=max_connections,
             timeout=timeout,
-            max_lifetime=max_lifetime,
             idle_timeout=idle_timeout,
-            max_waiting=max_waiting,
-            max_usage=max_usage,
+            max_lifetime=max_lifetime,
             check_interval=check_interval,
-            retry=retry,
-            retry_delay=retry_delay,
             name=name if name is not None else f"mysql://{self._target}",
+            **pool_kwargs,
         )
 
     @classmethod
@@ -457,7 +473,10 @@ class MySQLPool:
         """
         if not isinstance(url, str):
             raise TypeError(f"url must be a string, got {type(url).__name__}")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # its message may quote the netloc, password included
+            raise ValueError("url: malformed (expected mysql://user:password@host:port/database)") from None
         if parts.scheme not in ("mysql", "mysql+pymysql"):
             raise ValueError(f"url: scheme must be mysql:// or mysql+pymysql://, got {parts.scheme + '://'!r}")
         if parts.fragment:
@@ -580,8 +599,11 @@ class MySQLPool:
     def query(self, sql: str, args: Any = None) -> list[dict[str, Any]]:
         """Run ``sql`` and return every row as a dict (column name -> value).
 
-        Like every helper it commits when the statement left a transaction open (autocommit off), so
-        it behaves the same under either autocommit setting. Errors as in :meth:`connection`.
+        Each helper is one unit of work on one pooled connection: it commits when the statement left
+        a transaction open (autocommit off), so it behaves the same under either autocommit setting,
+        and it never retries. Acquisition waits at most the pool's ``timeout`` then raises
+        :class:`gpool.PoolExhaustedError`; driver errors propagate (the connection is dropped when
+        they are fatal); :class:`gpool.PoolClosedError` after :meth:`close`.
         """
         with self._pool.connection() as conn:
             with conn.cursor(pymysql.cursors.DictCursor) as cur:
@@ -591,7 +613,7 @@ class MySQLPool:
         return rows
 
     def query_one(self, sql: str, args: Any = None) -> Optional[dict[str, Any]]:
-        """Run ``sql`` and return its first row as a dict, or None when there is none."""
+        """Run ``sql`` and return its first row as a dict, or None when there is none. Errors as in :meth:`query`."""
         with self._pool.connection() as conn:
             with conn.cursor(pymysql.cursors.DictCursor) as cur:
                 cur.execute(sql, args)
@@ -600,7 +622,7 @@ class MySQLPool:
         return row  # type: ignore[no-any-return]
 
     def execute(self, sql: str, args: Any = None) -> int:
-        """Run one statement, commit, and return the number of affected rows."""
+        """Run one statement, commit, and return the number of affected rows. Errors as in :meth:`query`."""
         with self._pool.connection() as conn:
             with conn.cursor() as cur:
                 count = cur.execute(sql, args)
@@ -609,7 +631,7 @@ class MySQLPool:
 
     def executemany(self, sql: str, seq_of_args: Sequence[Any]) -> int:
         """Run ``sql`` once per item of ``seq_of_args`` (one multi-row ``INSERT`` when possible), commit,
-        and return the total of affected rows."""
+        and return the total of affected rows (0 for an empty sequence). Errors as in :meth:`query`."""
         with self._pool.connection() as conn:
             with conn.cursor() as cur:
                 count = cur.executemany(sql, seq_of_args)
@@ -617,7 +639,10 @@ class MySQLPool:
         return int(count or 0)
 
     def insert(self, sql: str, args: Any = None) -> int:
-        """Run an ``INSERT``, commit, and return ``lastrowid`` (the AUTO_INCREMENT id; 0 when none)."""
+        """Run an ``INSERT``, commit, and return ``lastrowid`` (the AUTO_INCREMENT id; 0 when none).
+
+        Errors as in :meth:`query`.
+        """
         with self._pool.connection() as conn:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
@@ -627,9 +652,9 @@ class MySQLPool:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def stats(self) -> PoolStats:
-        """A frozen snapshot of the pool's gauges and counters (works after close())."""
-        return self._pool.stats()
+    def stats(self, reset: bool = False) -> PoolStats:
+        """A frozen snapshot of the pool's gauges and counters (see :meth:`gpool.Pool.stats`); works after close()."""
+        return self._pool.stats(reset)
 
     def close(self) -> None:
         """Close idle connections now and the others when they come back; later calls raise PoolClosedError."""
@@ -664,17 +689,25 @@ class MySQLPool:
 
 
 def _commit_if_open(conn: MySQLConnection) -> None:
-    if conn.server_status & _IN_TRANS:
+    # With autocommit off every statement opens a transaction, flagged or not (see reset()).
+    status = conn.server_status
+    if status & _IN_TRANS or not status & _AUTOCOMMIT:
         conn.commit()
 
 
 def _check_connect_args(kwargs: Mapping[str, Any]) -> None:
     """Let PyMySQL validate the arguments now (no I/O: it does not connect nor build an SSLContext)."""
     probe = {k: v for k, v in kwargs.items() if k not in _SSL_KEYS}
+    charset = probe.get("charset")
+    if charset:
+        try:
+            known = charset_by_name(charset)
+        except KeyError:  # older PyMySQL
+            known = None
+        if known is None:
+            raise ValueError(f"charset: unknown character set {charset!r}")
     try:
         pymysql.connections.Connection(defer_connect=True, ssl_disabled=True, **probe)
-    except KeyError as exc:  # charset_by_name
-        raise ValueError(f"charset: unknown character set {exc.args[0] if exc.args else ''!r}") from None
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"invalid pymysql.connect() argument: {exc}") from None
 
@@ -744,6 +777,9 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "name": _url_str,
     "reap_expired_connections": _url_bool,
     "reap_interval": _url_float,
+    "leak_timeout": _url_none(_url_float),
+    "reclaim_dead_holders": _url_bool,
+    "timing_stats": _url_bool,
     # session
     "autocommit": _url_none(_url_bool),
     "init_command": _url_str,
