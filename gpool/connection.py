@@ -67,8 +67,12 @@ class Connection(abc.ABC):
         """True once the connection outlived ``lifetime`` (never, when ``lifetime`` is None)."""
         return self.lifetime is not None and time.monotonic() - self.created_at >= self.lifetime
 
-    def reset(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Bring the connection back to a clean state before the next user. Raising drops it."""
+    def reset(self) -> Optional[bool]:
+        """Bring the connection back to a clean state before the next user.
+
+        Raising drops it (logged as a warning); returning ``False`` drops it quietly.
+        """
+        return None
 
     def is_fatal(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised inside ``with pool.connection()``, leaves the connection unusable.

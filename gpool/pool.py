@@ -758,11 +758,15 @@ class Pool(Generic[T]):
         self._discard(entry, reason)
 
     def _reset(self, entry: _Entry) -> None:
-        """Run the connection's reset(); on any failure drop it (re-raising only BaseExceptions)."""
+        """Run the connection's reset(); drop it when that fails (re-raising only BaseExceptions).
+
+        ``reset()`` returning ``False`` asks for a quiet drop: the connection knows it is unusable
+        (closed by its user, a result left unread) and nothing went wrong worth a warning.
+        """
         reason = "interrupted"
         try:
-            entry.reset()  # type: ignore[misc]
-            reason = ""
+            keep = entry.reset()  # type: ignore[misc]
+            reason = "" if keep is not False else "broken"
         except Exception:
             reason = "broken"
             log.warning("pool %r: reset on release failed; connection dropped", self.name, exc_info=True)
@@ -770,15 +774,14 @@ class Pool(Generic[T]):
             if reason and self._in_use.get(id(entry.conn)) is entry:
                 self._discard_in_use(entry, reason)
 
-    def _checkin(self, entry: _Entry, reset: Optional[Callable[[], Any]]) -> None:
+    def _checkin(self, entry: _Entry, reset: Optional[Callable[[], Any]]) -> Any:
         """Release-time work when hooks or leak tracking are on; runs as the entry's ``reset``."""
         if entry.leak_reported:
             log.info("pool %r: connection held past leak_timeout came back after %.1fs", self.name,
                      monotonic() - entry.checked_out_at)
         if self._on_checkin is not None:
             self._on_checkin(entry.conn)
-        if reset is not None:
-            reset()
+        return None if reset is None else reset()
 
     def _close_conn(self, entry: _Entry) -> None:
         if entry.close is not None:

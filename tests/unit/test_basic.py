@@ -338,3 +338,21 @@ def test_import_gpool_does_not_import_the_adapters():
     code = "import sys, gpool; print('pymysql' in sys.modules, 'redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_reset_returning_false_drops_quietly(make_pool, caplog):
+    class Conn:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+        def reset(self):
+            return False
+
+    pool = make_pool(factory=Conn)
+    conn = pool.acquire()
+    with caplog.at_level(logging.DEBUG, logger="gpool"):
+        pool.release(conn)
+    assert conn.closed and pool.size == 0 and pool.stats().closed_broken == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
