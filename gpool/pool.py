@@ -157,7 +157,7 @@ class Pool(Generic[T]):
             raise TypeError(f"factory must be callable, got {factory!r}")
         if options is not None and not isinstance(options, Mapping):
             raise TypeError(f"options must be a mapping of keyword arguments or None, got {type(options).__name__}")
-        self._max = _number("max_connections", max_connections, integer=True, positive=True)
+        self._max: int = _number("max_connections", max_connections, integer=True, positive=True)
         self._min = _number("initial_connections", initial_connections, integer=True)
         if self._min > self._max:
             raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import gevent
 from gevent.hub import get_hub
@@ -36,7 +36,7 @@ class ConnectionReaper:
     (after a fork).
     """
 
-    def __init__(self, pool: Pool, interval: float) -> None:
+    def __init__(self, pool: Pool[Any], interval: float) -> None:
         self._pool_ref = weakref.ref(pool)
         self.interval = interval
         self._greenlet: Optional[gevent.Greenlet] = None

@@ -561,6 +561,13 @@ class MariaDBServer(_Server):
                 pass
             proc.wait()
             raise RuntimeError(f"mariadb-install-db did not finish in time\n{_tail(logfile, 30)}") from None
+        except BaseException:  # Ctrl-C, SIGTERM, gevent.Timeout: stop the script and its mariadbd --bootstrap
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            raise
         if status != 0:
             raise RuntimeError(f"mariadb-install-db failed with status {status}:\n{_error_lines(logfile)}")
         log.debug("mariadb-install-db took %.2fs", time.monotonic() - begun)
