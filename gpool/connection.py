@@ -9,29 +9,36 @@ from __future__ import annotations
 
 import abc
 import errno
+import select
 import socket as _socket
 import time
 from typing import Optional
 
 import gevent.socket
+from gevent import monkey
 
 __all__ = ["Connection", "TcpConnection", "socket_is_clean"]
+
+# The real poll even under monkey-patching: gevent's would yield to the hub for a zero-timeout check.
+_poll = monkey.get_original("select", "poll")
 
 
 def socket_is_clean(sock: _socket.socket) -> bool:
     """True when ``sock`` is open, the peer has not closed it and no unread bytes wait on it.
 
-    Costs one non-blocking ``recv(MSG_PEEK)`` system call, no round trip. Works on gevent sockets,
-    whose own ``recv`` would wait for data instead of reporting that there is none.
+    One ``poll()`` with a zero timeout on the real (unpatched) poll: no round trip, no hub switch.
+    Readable means either an unread reply or the peer's FIN; both make the connection unsafe to hand
+    out. A closed socket object (fileno -1) is not clean either.
     """
-    raw = getattr(sock, "_sock", sock)  # gevent wraps the real socket; its recv never blocks
     try:
-        raw.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return True
-    except (OSError, ValueError):  # ValueError: a closed socket object (fileno -1)
+        fd = sock.fileno()
+    except (OSError, ValueError):
         return False
-    return False  # b"": the peer closed; any byte: a reply nobody read
+    if fd < 0:
+        return False
+    poller = _poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 class Connection(abc.ABC):

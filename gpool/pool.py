@@ -318,19 +318,23 @@ class Pool(Generic[T]):
         else:
             self._idle.append(entry)
 
-    def drop(self, conn: T) -> None:
+    def drop(self, conn: T, reason: str = "dropped") -> None:
         """Close a connection and forget it, whether it is idle or in use; its slot is freed at once.
 
-        Raises :class:`ConnectionNotFoundError` for a connection the pool does not track.
+        ``reason`` (one of :data:`gpool.stats.CLOSE_REASONS`) is what stats and ``on_drop`` report;
+        adapters that know better than "dropped" say "broken" or "interrupted". Raises
+        :class:`ConnectionNotFoundError` for a connection the pool does not track.
         """
+        if reason not in self._closes:
+            raise ValueError(f"reason must be one of {', '.join(CLOSE_REASONS)}, got {reason!r}")
         entry = self._in_use.get(id(conn))
         if entry is not None:
-            self._discard_in_use(entry, "dropped")
+            self._discard_in_use(entry, reason)
             return
         for entry in self._idle:
             if entry.conn is conn:
                 self._idle.remove(entry)
-                self._discard(entry, "dropped")
+                self._discard(entry, reason)
                 return
         if self._orphans.pop(id(conn), None) is not None:
             return

@@ -23,9 +23,11 @@ What the pool does with each connection (a :class:`PooledConnection`):
   ``MONITOR``), inside ``MULTI``, with a ``WATCH``, on another database after ``SELECT``, or after
   ``CLIENT REPLY``/``TRACKING``/``SETNAME``, ``HELLO``, ``AUTH``, ``RESET``...; redis-py's own
   pipelines end their ``WATCH``/``MULTI`` and keep the connection;
-* at every checkout, a zero-round-trip check (one non-blocking ``recv(MSG_PEEK)``) rejects a socket
-  the server closed (``CLIENT KILL``, its ``timeout``, a restart) or one with unexpected bytes, and a
-  ``PING`` is sent only when the connection sat idle at least ``check_interval`` seconds;
+* at every checkout, a zero-round-trip check (a ``poll`` with timeout 0) rejects a socket the server
+  closed (``CLIENT KILL``, its ``timeout``, a restart) or one with unexpected bytes, and a ``PING`` is
+  sent only when the connection sat idle at least ``check_interval`` seconds; a new connection the
+  server refuses (``maxclients`` reached) raises ``redis.ConnectionError`` with the server's reason
+  (as a connect error when the refusal arrives before the connection is handed out);
 * never retries a command on its own: connections get ``Retry(NoBackoff(), 0)`` unless you pass
   ``retry=``, ``retry_on_timeout=`` or ``retry_on_error=`` (redis-py's opt-in, for idempotent use);
 * connects lean: RESP2 and no ``CLIENT SETINFO`` unless you ask for ``protocol=3`` or ``driver_info``.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import select
 from time import monotonic
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -43,6 +46,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
 import redis.connection as _rconn
+from gevent.monkey import get_original
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import ResponseError as _ResponseError
@@ -66,6 +70,16 @@ log = logging.getLogger("gpool.redis")
 #: the longest a health-check PING may take (capped by the connection's socket_timeout)
 HEALTH_CHECK_TIMEOUT = 1.0
 
+# The zero-round-trip check at checkout polls the socket with timeout 0 through the original (not
+# gevent's) poll object, kept per socket: ~0.5 us, where recv(MSG_PEEK) raising BlockingIOError
+# (gpool.connection.socket_is_clean) costs ~2.5 us. Readable means unread bytes or the peer closed.
+try:
+    _poll: Optional[Callable[[], Any]] = get_original("select", "poll")
+    _POLL_MASK = select.POLLIN | select.POLLPRI
+except (AttributeError, ImportError):  # pragma: no cover - no poll() on this platform
+    _poll = None
+    _POLL_MASK = 0
+
 
 class RedisPoolExhaustedError(PoolExhaustedError, _RedisConnectionError):
     """:class:`gpool.PoolExhaustedError` that is also a ``redis.exceptions.ConnectionError``.
@@ -74,9 +88,18 @@ class RedisPoolExhaustedError(PoolExhaustedError, _RedisConnectionError):
     written for redis-py (``except redis.ConnectionError``) and for gpool both catch it.
     """
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # OSError's __init__ (via TimeoutError) does not chain: run redis-py's (error_type...) too.
+        _RedisConnectionError.__init__(self, *args)
+
 
 class RedisPoolClosedError(PoolClosedError, _RedisConnectionError):
     """:class:`gpool.PoolClosedError` that is also a ``redis.exceptions.ConnectionError``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        _RedisConnectionError.__init__(self, *args)
 
 
 # -- connection state tracking -------------------------------------------------------------------
@@ -88,7 +111,7 @@ _DB = 4  # SELECTed another database than the configured one
 _STICKY = 8  # a state only a new connection undoes (subscribed, MONITOR, CLIENT REPLY OFF, AUTH...)
 
 # What a command does to the state. Keys are redis-py's own spellings, so the common case is one
-# dict lookup; other spellings ("multi", b"SELECT", "CLIENT", "setname") go through _normalize.
+# dict lookup; other spellings ("multi", b"SELECT", "CLIENT", "setname") go through _kind_of().
 _K_MULTI, _K_EXEC, _K_WATCH, _K_UNWATCH, _K_SELECT, _K_CLIENT, _K_STICKY = range(7)
 _STICKY_COMMANDS = ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC", "RESET",
                     "HELLO", "AUTH", "QUIT", "READONLY", "READWRITE")
@@ -257,19 +280,57 @@ class _Slot:
     ``is_connected`` (a property) on its connections.
     """
 
-    __slots__ = ("__weakref__", "conn", "epoch", "owner")
+    __slots__ = ("conn", "created", "epoch", "owner", "polled", "poller")
 
     def __init__(self, owner: RedisPool, conn: Any, epoch: int) -> None:
         self.owner = owner
         self.conn = conn
         self.epoch = epoch
+        self.created = monotonic()
+        self.polled: Any = None  # the socket object the poller watches
+        self.poller: Any = None
         conn._gpool_slot = self
+
+    def socket_is_clean(self) -> bool:
+        """Connected, the server has not closed the socket and no unread bytes wait: no round trip."""
+        sock = self.conn._sock
+        if sock is None:
+            return False
+        if _poll is None:  # pragma: no cover
+            return socket_is_clean(sock)
+        if sock is not self.polled:  # a new socket (reconnected): its own registration
+            try:
+                poller = _poll()
+                poller.register(sock.fileno(), _POLL_MASK)
+            except (OSError, ValueError):  # closed meanwhile
+                return False
+            self.poller, self.polled = poller, sock
+        return not self.poller.poll(0)
 
     def __repr__(self) -> str:
         return f"<gpool.redis slot {self.conn!r}>"
 
     def open(self) -> None:
         self.conn.connect()
+        if not self.socket_is_clean():
+            raise self.refusal()
+
+    def refusal(self) -> Exception:
+        """The error of a new connection the server closed or answered before any command.
+
+        Redis accepts, writes ``-ERR max number of clients reached`` and closes when it is full.
+        """
+        conn = self.conn
+        reason = "closed the connection"
+        try:
+            if conn._sock is not None:
+                conn._sock.settimeout(0.1)  # the bytes are there already; the connection is discarded
+                conn.read_response()
+        except (_ResponseError, _RedisConnectionError) as exc:  # redis-py raises "max number of clients..."
+            reason = f"refused the connection: {exc}"
+        except Exception:
+            pass
+        return _RedisConnectionError(f"{conn._host_error()}: the server {reason}")
 
     def close(self) -> None:
         self.owner._slots.pop(id(self), None)
@@ -279,7 +340,7 @@ class _Slot:
         """Zero-round-trip checks, then ``PING`` (the core calls this after ``check_interval`` idle)."""
         conn = self.conn
         sock = conn._sock
-        if sock is None or not socket_is_clean(sock) or not _parser_is_clean(conn):
+        if sock is None or not self.socket_is_clean() or not _parser_is_clean(conn):
             return False
         timeout = conn.socket_timeout
         sock.settimeout(HEALTH_CHECK_TIMEOUT if timeout is None else min(timeout, HEALTH_CHECK_TIMEOUT))
@@ -351,6 +412,9 @@ class RedisPool(_redis.ConnectionPool):
         name: Optional[str] = None,
         reap_expired_connections: bool = True,
         reap_interval: float = 10.0,
+        leak_timeout: Optional[float] = None,
+        reclaim_dead_holders: bool = False,
+        timing_stats: bool = False,
         connection_class: Optional[type] = None,
         **connection_kwargs: Any,
     ) -> None:
@@ -406,11 +470,14 @@ class RedisPool(_redis.ConnectionPool):
                 kwargs["driver_info"] = None
             else:
                 kwargs.update(lib_name=None, lib_version=None)
+        # Maintenance notifications (redis-py 7+, RESP3) move and close connections behind the pool.
+        maint_config = kwargs.pop("maint_notifications_config", None)
+        if maint_config is not None and getattr(maint_config, "enabled", False) is not False:
+            raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
         maint: dict[str, Any] = {}
-        if _HAS_MAINT_NOTIFICATIONS and "maint_notifications_config" not in kwargs:
+        if _HAS_MAINT_NOTIFICATIONS:
             from redis.maint_notifications import MaintNotificationsConfig
-            # Its handlers move and close connections behind the pool's back: off unless asked for.
-            maint["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+            maint["maint_notifications_config"] = maint_config or MaintNotificationsConfig(enabled=False)
 
         super().__init__(connection_class=connection_class, max_connections=max_connections, **maint, **kwargs)
         probe = self.make_connection()  # let redis-py reject unknown or bad keywords now (no I/O)
@@ -442,6 +509,9 @@ class RedisPool(_redis.ConnectionPool):
             retry=connect_retries,
             retry_delay=retry_delay,
             name=name if name is not None else target,
+            leak_timeout=leak_timeout,
+            reclaim_dead_holders=reclaim_dead_holders,
+            timing_stats=timing_stats,
         )
         # A template for the clients of connection() blocks: redis.Redis() costs ~100 us (it builds
         # its response-callback table), a copy of this one ~2 us.
@@ -512,9 +582,13 @@ class RedisPool(_redis.ConnectionPool):
         """Connections idle, in use or being opened."""
         return self._pool.size
 
-    def stats(self) -> PoolStats:
-        """A snapshot of the pool's gauges and counters (:class:`gpool.PoolStats`). Works after close()."""
-        return self._pool.stats()
+    def stats(self, reset: bool = False) -> PoolStats:
+        """A snapshot of the pool's gauges and counters (:class:`gpool.PoolStats`). Works after close().
+
+        Connections the adapter refused to reuse (interrupted, dirty state, closed by the server)
+        count as ``dropped``. ``reset=True`` restarts the counters after the snapshot.
+        """
+        return self._pool.stats(reset)
 
     def close(self) -> None:
         """Close the pool for good (idempotent).
@@ -635,19 +709,23 @@ class RedisPool(_redis.ConnectionPool):
                 raise _convert(exc, RedisPoolExhaustedError) from exc.__cause__
             except PoolClosedError as exc:
                 raise _convert(exc, RedisPoolClosedError) from None
-            conn = slot.conn
+            refusal = None
             try:
-                sock = conn._sock
-                # One recv(MSG_PEEK): catches a socket the server closed (CLIENT KILL, its idle
-                # timeout, a restart) or bytes nobody asked for, before the user's command does.
-                if sock is not None and slot.epoch == self._epoch and socket_is_clean(sock):
-                    return conn
+                # No round trip: catches a socket the server closed (CLIENT KILL, its idle timeout, a
+                # restart) or bytes nobody asked for, before the user's command does.
+                clean = slot.socket_is_clean()
+                if clean and slot.epoch == self._epoch:
+                    return slot.conn
                 log.debug("pool %r: connection closed by the server or not clean at checkout: dropped",
                           pool.name)
+                if not clean and slot.created >= start:
+                    refusal = slot.refusal()  # opened for this checkout: trying again would loop
             except BaseException:
                 pool.drop(slot)
                 raise
             pool.drop(slot)
+            if refusal is not None:
+                raise refusal
             if timeout is None:
                 timeout = self._timeout
             if timeout is not None:
@@ -665,7 +743,6 @@ class RedisPool(_redis.ConnectionPool):
                 or conn._gpool_state
                 or slot.epoch != self._epoch
                 or not _parser_is_clean(conn)
-                or conn.should_reconnect()
             ):
                 self._pool.drop(slot)
                 return

@@ -718,7 +718,7 @@ class RedisServer(_Server):
                 if not chunk:
                     break
                 reply += chunk
-        if not reply.startswith(b"+PONG"):
+        if not reply.startswith((b"+PONG", b"-NOAUTH")):  # it answered; a password is set
             raise RuntimeError(f"unexpected reply to PING: {reply!r}")
 
 

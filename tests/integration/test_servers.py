@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -199,15 +201,26 @@ def test_redis_start_stop_restart_kill_cleanup() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_redis_start_times_out_and_kills_the_process() -> None:
-    server = RedisServer(extra_args=["--requirepass", "secret"])  # answers PING with -NOAUTH: never ready
+def test_redis_with_a_password_counts_as_ready() -> None:
+    server = RedisServer(extra_args=["--requirepass", "secret"])  # answers PING with -NOAUTH: alive
     try:
-        with pytest.raises(RuntimeError, match=r"not ready in time.*NOAUTH"):
+        server.start(timeout=10)
+        assert server.running
+    finally:
+        server.cleanup()
+
+
+def test_redis_start_times_out_and_kills_the_process() -> None:
+    sock = os.path.join(tempfile.mkdtemp(prefix="gpool-test-"), "r.sock")
+    server = RedisServer(extra_args=["--port", "0", "--unixsocket", sock])  # no TCP listener: never ready
+    try:
+        with pytest.raises(RuntimeError, match=r"not ready in time"):
             server.start(timeout=0.5)
         assert server.process is not None and server.process.poll() is not None
         assert refuses_connections(server.port)
     finally:
         server.cleanup()
+        shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
 
 
 @pytest.mark.timeout(30)

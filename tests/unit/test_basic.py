@@ -356,3 +356,14 @@ def test_reset_returning_false_drops_quietly(make_pool, caplog):
         pool.release(conn)
     assert conn.closed and pool.size == 0 and pool.stats().closed_broken == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_drop_with_a_reason_is_counted_under_it(make_pool):
+    pool = make_pool()
+    pool.drop(pool.acquire(), reason="interrupted")
+    assert pool.stats().closed_interrupted == 1 and pool.stats().closed_dropped == 0
+    conn = pool.acquire()
+    with pytest.raises(ValueError, match=r"reason must be one of .*got 'bogus'"):
+        pool.drop(conn, reason="bogus")
+    assert pool.stats().in_use == 1
+    pool.release(conn)
