@@ -518,7 +518,7 @@ class RedisPool(_redis.ConnectionPool):
         self._template = _redis.Redis(connection_pool=self)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisPool:  # type: ignore[override]
+    def from_url(cls, url: str, **kwargs: Any) -> RedisPool:
         """A pool from ``redis://[[username]:password@]host[:port][/db][?option=value&...]``.
 
         Also ``rediss://`` (TLS) and ``unix://[[username]:password@]/path/to/redis.sock?db=0``.
