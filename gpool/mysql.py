@@ -41,9 +41,9 @@ from pymysql import err as _err
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
+from ._adapter import PoolFacade
 from .connection import socket_is_clean
 from .pool import Pool
-from .stats import PoolStats
 
 __all__ = ["MySQLConnection", "MySQLPool"]
 
@@ -359,7 +359,7 @@ _CONNECT_ARGS = frozenset(
 _POOL_ARGS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "factory", "options"}
 
 
-class MySQLPool:
+class MySQLPool(PoolFacade):
     """A gevent-cooperative pool of PyMySQL connections (:class:`MySQLConnection`).
 
     Pool keywords are those of :class:`gpool.Pool`, with its defaults (``max_waiting``, ``max_usage``,
@@ -524,26 +524,6 @@ class MySQLPool:
     # -- the pool ------------------------------------------------------------------------------------
 
     @property
-    def pool(self) -> Pool[MySQLConnection]:
-        """The underlying :class:`gpool.Pool`."""
-        return self._pool
-
-    @property
-    def name(self) -> str:
-        """The pool's name (default ``mysql://user@host:port/database``, without the password)."""
-        return self._pool.name
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._pool.closed
-
-    @property
-    def size(self) -> int:
-        """Connections open or being opened."""
-        return self._pool.size
-
-    @property
     def max_connections(self) -> int:
         """The hard cap on :attr:`size`."""
         return self._pool.max_connections
@@ -651,14 +631,6 @@ class MySQLPool:
         return int(rowid or 0)
 
     # -- state ------------------------------------------------------------------------------------
-
-    def stats(self, reset: bool = False) -> PoolStats:
-        """A frozen snapshot of the pool's gauges and counters (see :meth:`gpool.Pool.stats`); works after close()."""
-        return self._pool.stats(reset)
-
-    def close(self) -> None:
-        """Close idle connections now and the others when they come back; later calls raise PoolClosedError."""
-        self._pool.close()
 
     def __enter__(self) -> MySQLPool:
         return self

@@ -53,10 +53,10 @@ from redis.exceptions import ResponseError as _ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
+from ._adapter import PoolFacade
 from .connection import socket_is_clean
 from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
 from .pool import Pool, _number
-from .stats import PoolStats
 
 __all__ = [
     "PooledConnection",
@@ -371,7 +371,7 @@ _RETRY_KEYS = ("retry", "retry_on_timeout", "retry_on_error")
 _FATAL = (_RedisConnectionError, _RedisTimeoutError, OSError, EOFError)
 
 
-class RedisPool(_redis.ConnectionPool):
+class RedisPool(PoolFacade, _redis.ConnectionPool):
     """A ``redis.ConnectionPool`` backed by a gevent-cooperative gpool :class:`~gpool.Pool`.
 
     Pool keywords are those of :class:`gpool.Pool` with its defaults, except that its ``retry``
@@ -561,34 +561,6 @@ class RedisPool(_redis.ConnectionPool):
         if timeout is not None:
             _number("timeout", timeout)
         return _Binding(self, timeout)
-
-    @property
-    def pool(self) -> Pool[Any]:
-        """The underlying :class:`gpool.Pool` (it holds private wrappers of the redis-py connections)."""
-        return self._pool
-
-    @property
-    def name(self) -> str:
-        """The pool's name (default ``redis://host:port/db``, without credentials)."""
-        return self._pool.name
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._pool.closed
-
-    @property
-    def size(self) -> int:
-        """Connections idle, in use or being opened."""
-        return self._pool.size
-
-    def stats(self, reset: bool = False) -> PoolStats:
-        """A snapshot of the pool's gauges and counters (:class:`gpool.PoolStats`). Works after close().
-
-        Connections the adapter refused to reuse (interrupted, dirty state, closed by the server)
-        count as ``dropped``. ``reset=True`` restarts the counters after the snapshot.
-        """
-        return self._pool.stats(reset)
 
     def close(self) -> None:
         """Close the pool for good (idempotent).
