@@ -31,6 +31,7 @@ import logging
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from time import monotonic
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -170,6 +171,16 @@ class MySQLConnection(pymysql.connections.Connection):
         """PyMySQL's ``set_character_set``; the pool restores the configured one on return."""
         self._gpool_session_changed = True
         super().set_character_set(charset, collation)
+
+    def detach(self) -> None:
+        """In a forked child: close this process's copy of the socket, without ``COM_QUIT``."""
+        sock, rfile = getattr(self, "_sock", None), getattr(self, "_rfile", None)
+        self._sock = None
+        self._rfile = None
+        if rfile is not None:
+            rfile.raw.close()  # not rfile.close(): a greenlet parked in rfile.read() holds its lock
+        if sock is not None:
+            sock.close()
 
     def close(self) -> None:
         """Close now: a best-effort ``COM_QUIT`` that never waits, then the socket.
@@ -359,6 +370,24 @@ _CONNECT_ARGS = frozenset(
 _POOL_ARGS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "factory", "options"}
 
 
+class _CorePool(Pool[MySQLConnection]):
+    """The core pool, plus a zero-round-trip check of every connection it hands out."""
+
+    def acquire(self, timeout: Optional[float] = None) -> MySQLConnection:
+        # The core pings only connections idle longer than check_interval; one the server closed
+        # sooner (KILL, restart, wait_timeout) has a readable socket: drop it and take the next.
+        if timeout is None:
+            timeout = self._timeout
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            conn = super().acquire(None if deadline is None else max(0.0, deadline - monotonic()))
+            sock = conn._sock
+            # TLS sockets may hold buffered records: the ping after check_interval covers them
+            if sock is not None and (hasattr(sock, "getpeercert") or socket_is_clean(sock)):
+                return conn
+            self.drop(conn, "check_failed")
+
+
 class MySQLPool(PoolFacade):
     """A gevent-cooperative pool of PyMySQL connections (:class:`MySQLConnection`).
 
@@ -447,7 +476,7 @@ class MySQLPool(PoolFacade):
         target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
         self._target = f"{user or ''}@{target}/{database or ''}"
         name = pool_kwargs.pop("name", None)
-        self._pool: Pool[MySQLConnection] = Pool(
+        self._pool: Pool[MySQLConnection] = _CorePool(
             self._connect,
             None,
             initial_connections=initial_connections,

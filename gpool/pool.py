@@ -702,13 +702,15 @@ class Pool(Generic[T]):
         """Open connections until ``size`` reaches ``target`` and make them idle (or hand them off)."""
         while not self._closed and self.size < target:
             self._pending += 1
-            entry, cause = self._connect(deadline, False, None)
+            # timeout=0 ("do not wait"): one attempt per connection, as acquire(timeout=0) makes
+            entry, cause = self._connect(deadline, self._timeout == 0, None)
             if entry is None:
-                if cause is not None:
+                if cause is not None or (deadline is not None and monotonic() >= deadline):
+                    why = (f"{type(cause).__name__} after {self._retry + 1} attempts" if cause is not None
+                           else f"timed out after {self._timeout}s")
                     raise PoolExhaustedError(
-                        f"pool {self.name!r} could not open its initial connections: "
-                        f"{type(cause).__name__} after {self._retry + 1} attempts") from cause
-                continue
+                        f"pool {self.name!r} could not open its initial connections: {why}") from cause
+                continue  # forked mid-connect: start over
             entry.fast_until = min(entry.created_at + entry.fresh_for, entry.expires_at)
             self._put_back(entry)
 
@@ -903,6 +905,14 @@ class Pool(Generic[T]):
         self._gen += 1
         for entry in itertools.chain(self._idle, self._in_use.values()):
             self._orphans[id(entry.conn)] = entry.conn
+            # Close the child's copy of the parent's socket (no goodbye on the wire): a parent greenlet
+            # that gevent also runs in the child could otherwise read the parent's replies from it.
+            detach = getattr(entry.conn, "detach", None)
+            if callable(detach):
+                try:
+                    detach()
+                except Exception:
+                    log.debug("pool %r: detach() after fork raised", self.name, exc_info=True)
         self._idle.clear()
         self._in_use.clear()
         self._pending = 0

@@ -336,6 +336,10 @@ class _Slot:
         self.owner._slots.pop(id(self), None)
         self.conn.disconnect()  # redis-py does not shut down a socket inherited across fork
 
+    def detach(self) -> None:
+        """In a forked child: close this process's copy of the socket only (no shutdown, no QUIT)."""
+        self.conn.disconnect()
+
     def is_connected(self) -> bool:
         """Zero-round-trip checks, then ``PING`` (the core calls this after ``check_interval`` idle)."""
         conn = self.conn
