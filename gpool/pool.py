@@ -555,9 +555,7 @@ class Pool(Generic[T]):
         if deadline is not None and now >= deadline:
             raise self._exhausted(start, cause)
         me = getcurrent()
-        if not self._pending and len(self._in_use) == self._max and all(
-            e.holder is me for e in self._in_use.values()
-        ):
+        if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
             raise self._exhausted(start, cause, f"this greenlet already holds all {self._max} connections")
         hub = get_hub()
         waiter = _Waiter(me, self._gen)
@@ -589,6 +587,13 @@ class Pool(Generic[T]):
         if not granted:
             raise self._exhausted(start, cause)
         return waiter
+
+    def _holds_all(self, me: Any) -> bool:
+        """Whether ``me`` holds every connection in use (stops at the first other holder: cheap)."""
+        for entry in self._in_use.values():  # noqa: SIM110 - a loop, not all(genexpr): no generator per wait
+            if entry.holder is not me:
+                return False
+        return True
 
     def _cancel(self, waiter: _Waiter) -> None:
         """The waiter leaves: take it off the queue, or pass on what it was granted and never used."""
