@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .pool import Pool
 from .stats import PoolStats
@@ -46,3 +46,44 @@ class PoolFacade:
         Waiters and later calls get the pool's closed error.
         """
         self._pool.close()
+
+
+# -- from_url option parsers, shared by the adapters -----------------------------------------------
+
+
+def url_int(key: str, text: str) -> int:
+    """An integer URL option; the error names the option (never the URL, which may hold a password)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be an integer, got {text!r}") from None
+
+
+def url_float(key: str, text: str) -> float:
+    """A number URL option."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"url: option {key} must be a number, got {text!r}") from None
+
+
+def url_none(convert: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """``convert``, or None for ``none``/``null``/empty."""
+    def parse(key: str, text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else convert(key, text)
+    return parse
+
+
+def url_bool(key: str, text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off``."""
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"url: option {key} must be true or false, got {text!r}")
+
+
+def url_str(key: str, text: str) -> str:
+    """A text URL option, as it is."""
+    return text

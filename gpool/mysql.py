@@ -42,7 +42,7 @@ from pymysql import err as _err
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
-from ._adapter import PoolFacade
+from ._adapter import PoolFacade, url_bool, url_float, url_int, url_none, url_str
 from .connection import socket_is_clean
 from .pool import Pool
 
@@ -716,42 +716,6 @@ def _check_connect_args(kwargs: Mapping[str, Any]) -> None:
 # -- from_url option parsing -----------------------------------------------------------------------
 
 
-def _url_int(key: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"url: option {key} must be an integer, got {text!r}") from None
-
-
-def _url_float(key: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"url: option {key} must be a number, got {text!r}") from None
-
-
-def _url_none(convert: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
-    def parse(key: str, text: str) -> Any:
-        return None if text.lower() in ("none", "null", "") else convert(key, text)
-    return parse
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _url_bool(key: str, text: str) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    raise ValueError(f"url: option {key} must be true or false, got {text!r}")
-
-
-def _url_str(key: str, text: str) -> str:
-    return text
-
-
 def _url_secret(key: str, text: str) -> str:
     return text  # never echoed
 
@@ -765,48 +729,48 @@ def _url_cursorclass(key: str, text: str) -> Any:
 
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     # pool
-    "max_connections": _url_int,
-    "initial_connections": _url_int,
-    "timeout": _url_none(_url_float),
-    "idle_timeout": _url_none(_url_float),
-    "max_lifetime": _url_none(_url_float),
-    "check_interval": _url_none(_url_float),
-    "max_waiting": _url_none(_url_int),
-    "max_usage": _url_none(_url_int),
-    "retry": _url_int,
-    "retry_delay": _url_float,
-    "name": _url_str,
-    "reap_expired_connections": _url_bool,
-    "reap_interval": _url_float,
-    "leak_timeout": _url_none(_url_float),
-    "reclaim_dead_holders": _url_bool,
-    "timing_stats": _url_bool,
+    "max_connections": url_int,
+    "initial_connections": url_int,
+    "timeout": url_none(url_float),
+    "idle_timeout": url_none(url_float),
+    "max_lifetime": url_none(url_float),
+    "check_interval": url_none(url_float),
+    "max_waiting": url_none(url_int),
+    "max_usage": url_none(url_int),
+    "retry": url_int,
+    "retry_delay": url_float,
+    "name": url_str,
+    "reap_expired_connections": url_bool,
+    "reap_interval": url_float,
+    "leak_timeout": url_none(url_float),
+    "reclaim_dead_holders": url_bool,
+    "timing_stats": url_bool,
     # session
-    "autocommit": _url_none(_url_bool),
-    "init_command": _url_str,
+    "autocommit": url_none(url_bool),
+    "init_command": url_str,
     # pymysql.connect
-    "charset": _url_str,
-    "collation": _url_str,
-    "sql_mode": _url_str,
-    "connect_timeout": _url_float,
-    "read_timeout": _url_none(_url_float),
-    "write_timeout": _url_none(_url_float),
-    "unix_socket": _url_str,
-    "local_infile": _url_bool,
-    "max_allowed_packet": _url_int,
-    "bind_address": _url_str,
-    "binary_prefix": _url_bool,
-    "program_name": _url_str,
-    "use_unicode": _url_bool,
-    "client_flag": _url_int,
-    "read_default_file": _url_str,
-    "read_default_group": _url_str,
+    "charset": url_str,
+    "collation": url_str,
+    "sql_mode": url_str,
+    "connect_timeout": url_float,
+    "read_timeout": url_none(url_float),
+    "write_timeout": url_none(url_float),
+    "unix_socket": url_str,
+    "local_infile": url_bool,
+    "max_allowed_packet": url_int,
+    "bind_address": url_str,
+    "binary_prefix": url_bool,
+    "program_name": url_str,
+    "use_unicode": url_bool,
+    "client_flag": url_int,
+    "read_default_file": url_str,
+    "read_default_group": url_str,
     "cursorclass": _url_cursorclass,
-    "ssl_ca": _url_str,
-    "ssl_cert": _url_str,
-    "ssl_key": _url_str,
+    "ssl_ca": url_str,
+    "ssl_cert": url_str,
+    "ssl_key": url_str,
     "ssl_key_password": _url_secret,
-    "ssl_disabled": _url_bool,
-    "ssl_verify_cert": _url_bool,
-    "ssl_verify_identity": _url_bool,
+    "ssl_disabled": url_bool,
+    "ssl_verify_cert": url_bool,
+    "ssl_verify_identity": url_bool,
 }

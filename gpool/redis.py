@@ -53,7 +53,7 @@ from redis.exceptions import ResponseError as _ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
-from ._adapter import PoolFacade
+from ._adapter import PoolFacade, url_bool, url_float, url_int, url_none, url_str
 from .connection import socket_is_clean
 from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
 from .pool import Pool, _number
@@ -844,76 +844,43 @@ class _Binding:
 # -- from_url ------------------------------------------------------------------------------------------
 
 
-def _url_int(key: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"url: option {key} must be an integer, got {text!r}") from None
-
-
-def _url_float(key: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"url: option {key} must be a number, got {text!r}") from None
-
-
-def _url_none(convert: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
-    def parse(key: str, text: str) -> Any:
-        return None if text.lower() in ("none", "null", "") else convert(key, text)
-    return parse
-
-
-def _url_bool(key: str, text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"url: option {key} must be true or false, got {text!r}")
-
-
-def _url_str(key: str, text: str) -> str:
-    return text
-
-
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     # pool
-    "max_connections": _url_int,
-    "initial_connections": _url_int,
-    "timeout": _url_none(_url_float),
-    "idle_timeout": _url_none(_url_float),
-    "max_lifetime": _url_none(_url_float),
-    "check_interval": _url_none(_url_float),
-    "max_waiting": _url_none(_url_int),
-    "max_usage": _url_none(_url_int),
-    "connect_retries": _url_int,
-    "retry_delay": _url_float,
-    "name": _url_str,
-    "reap_expired_connections": _url_bool,
-    "reap_interval": _url_float,
+    "max_connections": url_int,
+    "initial_connections": url_int,
+    "timeout": url_none(url_float),
+    "idle_timeout": url_none(url_float),
+    "max_lifetime": url_none(url_float),
+    "check_interval": url_none(url_float),
+    "max_waiting": url_none(url_int),
+    "max_usage": url_none(url_int),
+    "connect_retries": url_int,
+    "retry_delay": url_float,
+    "name": url_str,
+    "reap_expired_connections": url_bool,
+    "reap_interval": url_float,
     # redis-py connection
-    "db": _url_int,
-    "username": _url_str,
-    "password": _url_str,  # never echoed: no parser of this table puts a password in a message
-    "socket_timeout": _url_none(_url_float),
-    "socket_connect_timeout": _url_none(_url_float),
-    "socket_keepalive": _url_bool,
-    "socket_read_size": _url_int,
-    "health_check_interval": _url_float,
-    "client_name": _url_str,
-    "decode_responses": _url_bool,
-    "encoding": _url_str,
-    "encoding_errors": _url_str,
-    "protocol": _url_int,
-    "retry_on_timeout": _url_bool,
+    "db": url_int,
+    "username": url_str,
+    "password": url_str,  # never echoed: no parser of this table puts a password in a message
+    "socket_timeout": url_none(url_float),
+    "socket_connect_timeout": url_none(url_float),
+    "socket_keepalive": url_bool,
+    "socket_read_size": url_int,
+    "health_check_interval": url_float,
+    "client_name": url_str,
+    "decode_responses": url_bool,
+    "encoding": url_str,
+    "encoding_errors": url_str,
+    "protocol": url_int,
+    "retry_on_timeout": url_bool,
     # rediss://
-    "ssl_cert_reqs": _url_str,
-    "ssl_ca_certs": _url_str,
-    "ssl_ca_path": _url_str,
-    "ssl_certfile": _url_str,
-    "ssl_keyfile": _url_str,
-    "ssl_check_hostname": _url_bool,
+    "ssl_cert_reqs": url_str,
+    "ssl_ca_certs": url_str,
+    "ssl_ca_path": url_str,
+    "ssl_certfile": url_str,
+    "ssl_keyfile": url_str,
+    "ssl_check_hostname": url_bool,
 }
 _SSL_ONLY = frozenset(key for key in _URL_OPTIONS if key.startswith("ssl_"))
 
