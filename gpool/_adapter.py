@@ -87,3 +87,24 @@ def url_bool(key: str, text: str) -> bool:
 def url_str(key: str, text: str) -> str:
     """A text URL option, as it is."""
     return text
+
+
+#: URL options every adapter takes for its core pool (the connect-retry count is named per adapter:
+#: ``retry`` for MySQL, ``connect_retries`` for Redis, whose ``retry`` is redis-py's command policy)
+POOL_URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
+    "max_connections": url_int,
+    "initial_connections": url_int,
+    "timeout": url_none(url_float),
+    "idle_timeout": url_none(url_float),
+    "max_lifetime": url_none(url_float),
+    "check_interval": url_none(url_float),
+    "max_waiting": url_none(url_int),
+    "max_usage": url_none(url_int),
+    "retry_delay": url_float,
+    "name": url_str,
+    "reap_expired_connections": url_bool,
+    "reap_interval": url_float,
+    "leak_timeout": url_none(url_float),
+    "reclaim_dead_holders": url_bool,
+    "timing_stats": url_bool,
+}

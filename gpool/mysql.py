@@ -42,7 +42,7 @@ from pymysql import err as _err
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
-from ._adapter import PoolFacade, url_bool, url_float, url_int, url_none, url_str
+from ._adapter import POOL_URL_OPTIONS, PoolFacade, url_bool, url_float, url_int, url_none, url_str
 from .connection import socket_is_clean
 from .pool import Pool
 
@@ -728,23 +728,8 @@ def _url_cursorclass(key: str, text: str) -> Any:
 
 
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
-    # pool
-    "max_connections": url_int,
-    "initial_connections": url_int,
-    "timeout": url_none(url_float),
-    "idle_timeout": url_none(url_float),
-    "max_lifetime": url_none(url_float),
-    "check_interval": url_none(url_float),
-    "max_waiting": url_none(url_int),
-    "max_usage": url_none(url_int),
+    **POOL_URL_OPTIONS,
     "retry": url_int,
-    "retry_delay": url_float,
-    "name": url_str,
-    "reap_expired_connections": url_bool,
-    "reap_interval": url_float,
-    "leak_timeout": url_none(url_float),
-    "reclaim_dead_holders": url_bool,
-    "timing_stats": url_bool,
     # session
     "autocommit": url_none(url_bool),
     "init_command": url_str,

@@ -53,7 +53,7 @@ from redis.exceptions import ResponseError as _ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
-from ._adapter import PoolFacade, url_bool, url_float, url_int, url_none, url_str
+from ._adapter import POOL_URL_OPTIONS, PoolFacade, url_bool, url_float, url_int, url_none, url_str
 from .connection import socket_is_clean
 from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
 from .pool import Pool, _number
@@ -845,20 +845,8 @@ class _Binding:
 
 
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
-    # pool
-    "max_connections": url_int,
-    "initial_connections": url_int,
-    "timeout": url_none(url_float),
-    "idle_timeout": url_none(url_float),
-    "max_lifetime": url_none(url_float),
-    "check_interval": url_none(url_float),
-    "max_waiting": url_none(url_int),
-    "max_usage": url_none(url_int),
+    **POOL_URL_OPTIONS,
     "connect_retries": url_int,
-    "retry_delay": url_float,
-    "name": url_str,
-    "reap_expired_connections": url_bool,
-    "reap_interval": url_float,
     # redis-py connection
     "db": url_int,
     "username": url_str,

@@ -215,14 +215,13 @@ def restartable_redis_server(_restartable_redis: RedisServer) -> RedisServer:
 # -- one-off servers with custom options
 
 
-@pytest.fixture
-def mysql_server_factory() -> Iterator[Callable[..., MariaDBServer]]:
-    """``factory(**MariaDBServer kwargs)``: start a private MariaDB, removed at the end of the test."""
-    servers: list[MariaDBServer] = []
+def _server_factory(cls: Any, find: Callable[[], Optional[str]], binary: str, env: str) -> Iterator[Any]:
+    """Yield ``factory(**kwargs)`` that starts private servers of ``cls``; all removed afterwards."""
+    servers: list[Any] = []
 
-    def factory(**kwargs: Any) -> MariaDBServer:
-        _require(find_mariadbd, "mariadbd", MYSQL_ENV)
-        server = MariaDBServer(**kwargs)
+    def factory(**kwargs: Any) -> Any:
+        _require(find, binary, env)
+        server = cls(**kwargs)
         servers.append(server)
         return server.start()
 
@@ -231,21 +230,15 @@ def mysql_server_factory() -> Iterator[Callable[..., MariaDBServer]]:
     finally:
         for server in servers:
             server.cleanup()
+
+
+@pytest.fixture
+def mysql_server_factory() -> Iterator[Callable[..., MariaDBServer]]:
+    """``factory(**MariaDBServer kwargs)``: start a private MariaDB, removed at the end of the test."""
+    yield from _server_factory(MariaDBServer, find_mariadbd, "mariadbd", MYSQL_ENV)
 
 
 @pytest.fixture
 def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """``factory(**RedisServer kwargs)``: start a private Redis, removed at the end of the test."""
-    servers: list[RedisServer] = []
-
-    def factory(**kwargs: Any) -> RedisServer:
-        _require(find_redis_server, "redis-server", REDIS_ENV)
-        server = RedisServer(**kwargs)
-        servers.append(server)
-        return server.start()
-
-    try:
-        yield factory
-    finally:
-        for server in servers:
-            server.cleanup()
+    yield from _server_factory(RedisServer, find_redis_server, "redis-server", REDIS_ENV)
