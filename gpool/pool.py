@@ -101,10 +101,17 @@ class _Checkout(Generic[T]):
         if entry is None:
             return  # the block released or dropped it itself; its own error matters more
         reason = pool._poison_reason(entry, exc)
-        if reason is None:
-            pool.release(conn)
-        else:
-            pool._discard_in_use(entry, reason)
+        try:
+            if reason is None:
+                pool.release(conn)
+            else:
+                pool._discard_in_use(entry, reason)
+        except gevent.Timeout:
+            # A Timeout firing while we clean up after a kill must not replace the kill: the caller's
+            # `with gevent.Timeout` would swallow its own Timeout and the killed greenlet would run on.
+            if isinstance(exc, (gevent.GreenletExit, KeyboardInterrupt, SystemExit)):
+                return  # the original exception propagates
+            raise
 
 
 class Pool(Generic[T]):

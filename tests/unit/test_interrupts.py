@@ -149,3 +149,34 @@ def test_kill_storm_at_random_points_keeps_every_invariant(make_pool, factory):
     _capacity_is_whole(pool)
     open_conns = [c for c in factory.created if not c.closed]
     assert len(open_conns) == pool.size, "every open connection is tracked and every tracked one is open"
+
+
+def test_timeout_firing_during_cleanup_does_not_swallow_a_kill(make_pool):
+    """Killed in the block; the greenlet's own Timeout fires while the poisoned connection closes.
+
+    The Timeout must not replace the GreenletExit: the ``with gevent.Timeout`` around the block would
+    swallow its own Timeout and the killed greenlet would run on.
+    """
+
+    class SlowClose:
+        closed = False
+
+        def close(self):
+            gevent.sleep(0.1)  # a polite goodbye on a slow network
+            self.closed = True
+
+    pool = make_pool(factory=SlowClose, max_connections=1)
+    survived = []
+
+    def worker():
+        with gevent.Timeout(0.05), pool.connection():
+            gevent.sleep(10)
+        survived.append(True)  # only reachable if the kill was lost
+
+    g = gevent.spawn(worker)
+    gevent.sleep(0.01)
+    g.kill(block=False)
+    g.join(timeout=2)
+    assert g.dead and isinstance(g.value, gevent.GreenletExit)
+    assert survived == []
+    assert pool.size == 0
