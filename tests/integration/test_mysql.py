@@ -15,6 +15,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -359,12 +360,27 @@ def test_session_changes_are_undone_for_the_next_user(
     ("/*!40101 SET NAMES utf8mb4 */", True),
     ("create or replace temporary table t (a INT)", True),
     ("PREPARE s FROM 'SELECT 1'", True),
+    ("sElEcT 1", False),
+    ("Insert INTO t VALUES (1)", False),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", False),
+    ("SHOW VARIABLES", False),
+    ("CALL p()", False),
+    ("Set @a = 1", True),
+    ("uSe other", True),
+    ("\u017fET @a = 1", True),  # (long s: the regex's IGNORECASE takes it for "s")
+    ("\tSET @a = 1", True),
+    ("SETX", False),
+    ("", False),
 ])
 def test_statements_that_change_the_session_are_recognised(sql: str, changes_session: bool) -> None:
-    from gpool.mysql import _SESSION_BYTES, _SESSION_STR
+    from gpool.mysql import _SESSION_BYTES, _SESSION_STR, _session_keyword
 
     assert (_SESSION_STR.match(sql) is not None) is changes_session
-    assert (_SESSION_BYTES.match(sql.encode()) is not None) is changes_session
+    assert (_session_keyword(sql) is not None) is changes_session  # the query() path: a cheap test first
+    if sql.isascii():
+        assert (_SESSION_BYTES.match(sql.encode()) is not None) is changes_session
+        assert (_session_keyword(sql.encode()) is not None) is changes_session
+        assert (_session_keyword(bytearray(sql.encode())) is not None) is changes_session
 
 
 # -- poisoned connections are dropped, SQL errors are not ----------------------------------------------
@@ -543,6 +559,52 @@ def test_connection_closed_by_wait_timeout_is_never_handed_out(
         assert row is not None and row["id"] not in victims and row["wt"] == 1
     stats = pool.stats()
     assert stats.check_failures == 2 and stats.created == 3
+
+
+def test_socket_closed_behind_the_pools_back_is_never_handed_out(
+        make_pool: Callable[..., MySQLPool], side: Any) -> None:
+    """The checkout check keeps a poll() registered on the socket's fd; a socket closed without PyMySQL
+    knowing must fail it even when another socket now has that fd number."""
+    pool = make_pool(max_connections=1, autocommit=True, check_interval=60.0)
+    with pool.connection() as conn:
+        first = conn.thread_id()
+        fd = conn._sock.fileno()
+        conn._rfile.close()  # (the makefile holds a reference: the fd closes with the last one)
+        conn._sock.close()
+    os.dup2(side._sock.fileno(), fd)  # the fd number now names a healthy, idle socket
+    try:
+        with pool.connection() as conn, conn.cursor() as cur:
+            assert conn.thread_id() != first
+            assert scalar(cur, "SELECT CONNECTION_ID()") == conn.thread_id()
+    finally:
+        os.close(fd)
+    stats = pool.stats()
+    assert stats.check_failures == 1 and stats.created == 2
+    with side.cursor() as cur:
+        assert scalar(cur, "SELECT 1") == 1  # its dup was closed, not it
+
+
+def test_reconnected_connection_is_checked_on_its_new_socket(
+        make_pool: Callable[..., MySQLPool], side: Any) -> None:
+    pool = make_pool(max_connections=1, autocommit=True, check_interval=60.0)
+    with pool.connection() as conn:
+        old = conn.thread_id()
+        side.query(f"KILL {old}")
+        wait_until(lambda: old not in server_threads(side), 5.0, "the killed thread to end")
+        with pytest.raises(pymysql.err.OperationalError):
+            conn.ping(reconnect=False)  # PyMySQL sees the loss and closes the socket
+        conn.connect()  # the user's own choice: the same object on a new socket
+        new = conn.thread_id()
+        assert new != old
+    with pool.connection() as conn:
+        assert conn.thread_id() == new  # the new socket passes the checkout check
+    side.query(f"KILL {new}")
+    wait_until(lambda: new not in server_threads(side), 5.0, "the killed thread to end")
+    with pool.connection() as conn, conn.cursor() as cur:
+        assert conn.thread_id() not in (old, new)  # ... and its close is seen
+        assert scalar(cur, "SELECT 1") == 1
+    stats = pool.stats()
+    assert stats.check_failures == 1 and stats.created == 2
 
 
 # -- concurrency ------------------------------------------------------------------------------------------
