@@ -103,6 +103,12 @@ def check_invariants(pool: Pool[Any]) -> None:
         assert not pool._idle, "idle connections while greenlets wait"
     for key, entry in pool._in_use.items():
         assert id(entry.conn) == key
+    # The one deadline timer is armed no later than the earliest waiter's deadline, and only while
+    # someone waits: an armed timer keeps the hub's loop (gevent.wait(), the process) alive.
+    deadlines = [w.deadline for w in pool._waiters]
+    if pool._timer is not None:
+        assert deadlines, "deadline timer armed with nobody waiting"
+    assert pool._timer_at <= min(deadlines, default=float("inf")), "a waiter's deadline is not covered"
 
 
 @pytest.fixture
