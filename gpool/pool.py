@@ -41,6 +41,9 @@ log = logging.getLogger("gpool")
 
 T = TypeVar("T")
 
+#: weight of the newest sample in the running averages of connect and hold times (see _grow_at)
+EWMA_WEIGHT = 0.2
+
 #: max_lifetime is shortened by up to this fraction per connection, so a batch opened together
 #: does not expire together
 LIFETIME_JITTER = 0.04
@@ -215,6 +218,10 @@ class Pool(Generic[T]):
         # timer of its own, and an early fire (libev's cached loop time) re-arms instead of stranding.
         self._timer: Any = None
         self._timer_at = math.inf
+        # Running averages behind the choice to wait for a return rather than connect (_grow_at); inf
+        # until measured. Hold times are sampled only while no connection is idle: then it matters.
+        self._connect_avg = math.inf
+        self._hold_avg = math.inf
         self._closed = False
         self._pid = os.getpid()
         self._gen = 0  # bumped at fork: records of another generation belong to the parent
@@ -308,6 +315,9 @@ class Pool(Generic[T]):
         self._released += 1
         entry.holder = None
         entry.last_used_at = now
+        if not self._idle:  # busy: keep the hold-time average that growth decisions use
+            held, avg = now - entry.checked_out_at, self._hold_avg
+            self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
         if self._timing:  # inlined Histogram.record: this is the hot path
             held = now - entry.checked_out_at
             hist = self._use_hist
@@ -479,11 +489,14 @@ class Pool(Generic[T]):
                 entry = self._idle.pop()
                 self._take(entry)
             else:
+                grow_at = math.inf  # full: wait for a connection to come back
                 if len(self._in_use) + self._pending < self._max:  # size, with no idle connection
+                    grow_at = self._grow_at(timeout == 0)
+                if grow_at == -math.inf:
                     self._pending += 1  # reserve the slot before connecting: the cap holds while we yield
                     state = _entry.GOT_SLOT
                 else:
-                    waiter = self._wait(start, deadline, cause)
+                    waiter = self._wait(start, deadline, cause, grow_at)
                     if waiter.gen != self._gen:
                         continue  # granted by the parent process before a fork: start over
                     state, entry = waiter.state, waiter.entry
@@ -507,6 +520,25 @@ class Pool(Generic[T]):
                     entry.retire_at = -math.inf
                 self._acquired += 1
                 return entry.conn  # type: ignore[no-any-return]
+
+    def _grow_at(self, once: bool) -> float:
+        """Below the cap with no idle connection: when this demand should connect (-inf: now).
+
+        When the connections in use will likely come back sooner than a connect takes (by the
+        running averages of hold and connect times, for this demand's place in the queue), it
+        queues instead, for at most one average connect time, then connects if still unserved: a
+        burst on a warm pool is served by the connections it has, not by one new connection per
+        demand. Unmeasured (a cold pool), nothing in use, or ``timeout=0``: connect now.
+        """
+        busy = len(self._in_use)
+        connect, held = self._connect_avg, self._hold_avg
+        if once or not busy or connect == math.inf or held == math.inf:
+            return -math.inf
+        if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+            return -math.inf
+        if (len(self._waiters) + 1) * held / busy >= connect:
+            return -math.inf
+        return monotonic() + connect
 
     def _take(self, entry: _Entry) -> None:
         """Track ``entry`` as in use by the current greenlet (it must be in no other structure)."""
@@ -561,8 +593,13 @@ class Pool(Generic[T]):
                 self._discard_in_use(entry, "broken")
         return ok
 
-    def _wait(self, start: float, deadline: Optional[float], cause: Optional[BaseException]) -> _Waiter:
+    def _wait(
+        self, start: float, deadline: Optional[float], cause: Optional[BaseException], grow_at: float = math.inf,
+    ) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
+
+        A waiter queued by choice (``grow_at``, see :meth:`_grow_at`) still unserved at ``grow_at``
+        takes a slot and leaves the queue to connect, when the pool is still below the cap.
 
         Whatever ends the wait abnormally (our deadline, an outer Timeout, a kill) gives back what
         may have been granted in the meantime, in ``finally``.
@@ -576,11 +613,12 @@ class Pool(Generic[T]):
         if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
             raise self._exhausted(start, cause, f"this greenlet already holds all {self._max} connections")
         hub = get_hub()
-        waiter = _Waiter(me, self._gen, hub.loop, math.inf if deadline is None else deadline)
+        waiter = _Waiter(me, self._gen, hub.loop, math.inf if deadline is None else deadline, grow_at)
         self._waiters.append(waiter)
         self._waits += 1
-        if waiter.deadline < self._timer_at:
-            self._arm(hub.loop, waiter.deadline)
+        wake_at = min(waiter.deadline, grow_at)
+        if wake_at < self._timer_at:
+            self._arm(hub.loop, wake_at)
         granted = False
         try:
             while waiter.state == _entry.WAITING:
@@ -589,8 +627,12 @@ class Pool(Generic[T]):
                     hub.switch()
                 finally:
                     waiter.blocked = False
-                if waiter.state == _entry.WAITING and monotonic() >= waiter.deadline:
-                    break
+                if waiter.state == _entry.WAITING:
+                    now_ = monotonic()
+                    if now_ >= waiter.deadline:
+                        break
+                    if now_ >= waiter.grow_at:
+                        self._grow(waiter)
             granted = waiter.state != _entry.WAITING
         finally:
             self._wait_hist.record(monotonic() - now)
@@ -601,6 +643,19 @@ class Pool(Generic[T]):
         if not granted:
             raise self._exhausted(start, cause)
         return waiter
+
+    def _grow(self, waiter: _Waiter) -> None:
+        """A waiter's patience (``grow_at``) ran out: give it a slot, or let it wait on when full."""
+        waiter.grow_at = math.inf
+        # (nothing is idle while anyone waits; a waiter from before a fork gets RETRY instead)
+        if waiter.gen == self._gen and len(self._in_use) + self._pending < self._max:
+            self._waiters.remove(waiter)
+            if not self._waiters:
+                self._disarm()
+            self._pending += 1
+            waiter.state = _entry.GOT_SLOT
+        elif waiter.deadline < self._timer_at:
+            self._arm(waiter.loop, waiter.deadline)  # the timer's last fire was for its grow_at
 
     def _arm(self, loop: Any, at: float) -> None:
         """(Re)start the deadline timer to fire at ``at`` (monotonic)."""
@@ -617,15 +672,16 @@ class Pool(Generic[T]):
             timer.close()
 
     def _deadlines_due(self, loop: Any) -> None:
-        """Deadline timer callback (in the hub): wake the waiters whose deadline passed; re-arm."""
+        """Deadline timer callback (in the hub): wake the waiters with a deadline or grow_at due; re-arm."""
         self._disarm()
         now = monotonic()
         following = math.inf
         for waiter in self._waiters:
-            if waiter.deadline <= now:
-                waiter.loop.run_callback(wake, waiter)  # it sees its deadline passed and leaves
-            elif waiter.deadline < following:
-                following = waiter.deadline
+            wake_at = min(waiter.deadline, waiter.grow_at)
+            if wake_at <= now:
+                waiter.loop.run_callback(wake, waiter)  # it sees what is due: leaves, or connects
+            elif wake_at < following:
+                following = wake_at
         if following < math.inf:
             self._arm(loop, following)
 
@@ -677,6 +733,7 @@ class Pool(Generic[T]):
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0 and not (once and attempt == 0):
                     return None, cause
+                began = monotonic()
                 try:
                     conn = self._open(None if once else remaining)
                 except Exception as exc:
@@ -693,6 +750,8 @@ class Pool(Generic[T]):
                     gevent.sleep(pause)
                     continue
                 now = monotonic()
+                took, avg = now - began, self._connect_avg
+                self._connect_avg = took if avg == math.inf else avg + (took - avg) * EWMA_WEIGHT
                 if gen != self._gen:
                     self._orphans[id(conn)] = conn  # opened by the parent's greenlet before the fork
                     return None, None
