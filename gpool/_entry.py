@@ -33,6 +33,7 @@ class _Entry:
         "is_connected",
         "is_expired",
         "is_fatal",
+        "key",
         "last_used_at",
         "leak_reported",
         "native",
@@ -44,6 +45,8 @@ class _Entry:
 
     def __init__(self, conn: Any, now: float, expires_at: float, gen: int) -> None:
         self.conn = conn
+        #: the pool's key for it while in use: id(conn), computed once
+        self.key = id(conn)
         self.created_at = now
         self.last_used_at = now
         self.checked_out_at = now
@@ -89,11 +92,17 @@ GONE = 5  # left the queue (timed out, killed); nothing was granted
 
 
 class _Waiter:
-    __slots__ = ("blocked", "entry", "gen", "greenlet", "state")
+    __slots__ = ("blocked", "deadline", "entry", "gen", "greenlet", "grow_at", "loop", "state")
 
-    def __init__(self, glet: greenlet, gen: int) -> None:
+    def __init__(self, glet: greenlet, gen: int, loop: Any, deadline: float, grow_at: float) -> None:
         self.greenlet = glet
         self.gen = gen
+        #: the event loop of the waiting greenlet's hub: wake-ups are scheduled on it
+        self.loop = loop
+        #: when the wait gives up (monotonic); inf for none
+        self.deadline = deadline
+        #: when a waiter that queued by choice, below the cap, stops waiting and connects; inf for none
+        self.grow_at = grow_at
         self.state = WAITING
         self.entry: Optional[_Entry] = None
         #: True only while the greenlet is parked in hub.switch(); a late wake-up must not resume

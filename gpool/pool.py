@@ -41,6 +41,9 @@ log = logging.getLogger("gpool")
 
 T = TypeVar("T")
 
+#: weight of the newest sample in the running averages of connect and hold times (see _grow_at)
+EWMA_WEIGHT = 0.2
+
 #: max_lifetime is shortened by up to this fraction per connection, so a batch opened together
 #: does not expire together
 LIFETIME_JITTER = 0.04
@@ -205,11 +208,20 @@ class Pool(Generic[T]):
         )
         if on_checkout is not None or leak_timeout is not None or max_usage is not None:
             self._fresh_for = -math.inf
+        self._plain_checkout = on_checkout is None and leak_timeout is None  # no checkout hooks to run
 
         self._idle: deque[_Entry] = deque()
         self._in_use: dict[int, _Entry] = {}  # id(conn) -> entry: O(1) and works for unhashable objects
         self._pending = 0  # slots reserved by connects under way
         self._waiters: deque[_Waiter] = deque()
+        # One timer for every waiter's deadline, armed for the earliest (see _arm): a wait costs no
+        # timer of its own, and an early fire (libev's cached loop time) re-arms instead of stranding.
+        self._timer: Any = None
+        self._timer_at = math.inf
+        # Running averages behind the choice to wait for a return rather than connect (_grow_at); inf
+        # until measured. Hold times are sampled only while no connection is idle: then it matters.
+        self._connect_avg = math.inf
+        self._hold_avg = math.inf
         self._closed = False
         self._pid = os.getpid()
         self._gen = 0  # bumped at fork: records of another generation belong to the parent
@@ -274,7 +286,7 @@ class Pool(Generic[T]):
             if now < entry.fast_until:  # fresh: no expiry test, no health check, no hooks due
                 entry.holder = getcurrent()
                 entry.checked_out_at = now
-                self._in_use[id(entry.conn)] = entry
+                self._in_use[entry.key] = entry
                 self._acquired += 1
                 return entry.conn  # type: ignore[no-any-return]
             idle.append(entry)
@@ -303,6 +315,9 @@ class Pool(Generic[T]):
         self._released += 1
         entry.holder = None
         entry.last_used_at = now
+        if not self._idle:  # busy: keep the hold-time average that growth decisions use
+            held, avg = now - entry.checked_out_at, self._hold_avg
+            self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
         if self._timing:  # inlined Histogram.record: this is the hot path
             held = now - entry.checked_out_at
             hist = self._use_hist
@@ -425,6 +440,7 @@ class Pool(Generic[T]):
         self._idle.clear()
         waiters = list(self._waiters)
         self._waiters.clear()
+        self._disarm()
         for waiter in waiters:
             waiter.state = _entry.CLOSED
             self._wake(waiter)
@@ -473,11 +489,14 @@ class Pool(Generic[T]):
                 entry = self._idle.pop()
                 self._take(entry)
             else:
-                if self.size < self._max:
+                grow_at = math.inf  # full: wait for a connection to come back
+                if len(self._in_use) + self._pending < self._max:  # size, with no idle connection
+                    grow_at = self._grow_at(timeout == 0)
+                if grow_at == -math.inf:
                     self._pending += 1  # reserve the slot before connecting: the cap holds while we yield
                     state = _entry.GOT_SLOT
                 else:
-                    waiter = self._wait(start, deadline, cause)
+                    waiter = self._wait(start, deadline, cause, grow_at)
                     if waiter.gen != self._gen:
                         continue  # granted by the parent process before a fork: start over
                     state, entry = waiter.state, waiter.entry
@@ -492,16 +511,40 @@ class Pool(Generic[T]):
                 elif state != _entry.GOT_ENTRY:
                     continue  # CLOSED or RETRY: the loop head decides
             assert entry is not None
-            if (fresh or self._vet(entry)) and self._checkout_hooks(entry):
-                self._count_use(entry)
+            if (
+                (fresh or entry.checked_out_at < entry.fast_until or self._vet(entry))
+                and (self._plain_checkout or self._checkout_hooks(entry))
+            ):
+                entry.usage += 1
+                if self._max_usage is not None and entry.usage >= self._max_usage:
+                    entry.retire_at = -math.inf
                 self._acquired += 1
                 return entry.conn  # type: ignore[no-any-return]
+
+    def _grow_at(self, once: bool) -> float:
+        """Below the cap with no idle connection: when this demand should connect (-inf: now).
+
+        When the connections in use will likely come back sooner than a connect takes (by the
+        running averages of hold and connect times, for this demand's place in the queue), it
+        queues instead, for at most one average connect time, then connects if still unserved: a
+        burst on a warm pool is served by the connections it has, not by one new connection per
+        demand. Unmeasured (a cold pool), nothing in use, or ``timeout=0``: connect now.
+        """
+        busy = len(self._in_use)
+        connect, held = self._connect_avg, self._hold_avg
+        if once or not busy or connect == math.inf or held == math.inf:
+            return -math.inf
+        if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+            return -math.inf
+        if (len(self._waiters) + 1) * held / busy >= connect:
+            return -math.inf
+        return monotonic() + connect
 
     def _take(self, entry: _Entry) -> None:
         """Track ``entry`` as in use by the current greenlet (it must be in no other structure)."""
         entry.holder = getcurrent()
         entry.checked_out_at = monotonic()
-        self._in_use[id(entry.conn)] = entry
+        self._in_use[entry.key] = entry
 
     def _vet(self, entry: _Entry) -> bool:
         """Expiry and health checks of a connection just taken (tracked as ours). False: discarded."""
@@ -546,12 +589,17 @@ class Pool(Generic[T]):
         except Exception:
             log.warning("pool %r: on_checkout hook failed; connection dropped", self.name, exc_info=True)
         finally:
-            if not ok and self._in_use.get(id(entry.conn)) is entry:
+            if not ok and self._in_use.get(entry.key) is entry:
                 self._discard_in_use(entry, "broken")
         return ok
 
-    def _wait(self, start: float, deadline: Optional[float], cause: Optional[BaseException]) -> _Waiter:
+    def _wait(
+        self, start: float, deadline: Optional[float], cause: Optional[BaseException], grow_at: float = math.inf,
+    ) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
+
+        A waiter queued by choice (``grow_at``, see :meth:`_grow_at`) still unserved at ``grow_at``
+        takes a slot and leaves the queue to connect, when the pool is still below the cap.
 
         Whatever ends the wait abnormally (our deadline, an outer Timeout, a kill) gives back what
         may have been granted in the meantime, in ``finally``.
@@ -565,27 +613,28 @@ class Pool(Generic[T]):
         if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
             raise self._exhausted(start, cause, f"this greenlet already holds all {self._max} connections")
         hub = get_hub()
-        waiter = _Waiter(me, self._gen)
+        waiter = _Waiter(me, self._gen, hub.loop, math.inf if deadline is None else deadline, grow_at)
         self._waiters.append(waiter)
         self._waits += 1
-        timer = None
+        wake_at = min(waiter.deadline, grow_at)
+        if wake_at < self._timer_at:
+            self._arm(hub.loop, wake_at)
         granted = False
         try:
-            if deadline is not None:
-                timer = hub.loop.timer(max(deadline - now, 0.0))
-                timer.start(wake, waiter)
             while waiter.state == _entry.WAITING:
                 waiter.blocked = True
                 try:
                     hub.switch()
                 finally:
                     waiter.blocked = False
-                if waiter.state == _entry.WAITING and deadline is not None and monotonic() >= deadline:
-                    break
+                if waiter.state == _entry.WAITING:
+                    now_ = monotonic()
+                    if now_ >= waiter.deadline:
+                        break
+                    if now_ >= waiter.grow_at:
+                        self._grow(waiter)
             granted = waiter.state != _entry.WAITING
         finally:
-            if timer is not None:
-                timer.close()
             self._wait_hist.record(monotonic() - now)
             if not granted:
                 self._cancel(waiter)
@@ -594,6 +643,47 @@ class Pool(Generic[T]):
         if not granted:
             raise self._exhausted(start, cause)
         return waiter
+
+    def _grow(self, waiter: _Waiter) -> None:
+        """A waiter's patience (``grow_at``) ran out: give it a slot, or let it wait on when full."""
+        waiter.grow_at = math.inf
+        # (nothing is idle while anyone waits; a waiter from before a fork gets RETRY instead)
+        if waiter.gen == self._gen and len(self._in_use) + self._pending < self._max:
+            self._waiters.remove(waiter)
+            if not self._waiters:
+                self._disarm()
+            self._pending += 1
+            waiter.state = _entry.GOT_SLOT
+        elif waiter.deadline < self._timer_at:
+            self._arm(waiter.loop, waiter.deadline)  # the timer's last fire was for its grow_at
+
+    def _arm(self, loop: Any, at: float) -> None:
+        """(Re)start the deadline timer to fire at ``at`` (monotonic)."""
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = loop.timer(max(at - monotonic(), 0.0))
+        self._timer_at = at
+        self._timer.start(self._deadlines_due, loop)
+
+    def _disarm(self) -> None:
+        """No waiter has a deadline any more: stop the timer (an armed one keeps the hub's loop alive)."""
+        timer, self._timer, self._timer_at = self._timer, None, math.inf
+        if timer is not None:
+            timer.close()
+
+    def _deadlines_due(self, loop: Any) -> None:
+        """Deadline timer callback (in the hub): wake the waiters with a deadline or grow_at due; re-arm."""
+        self._disarm()
+        now = monotonic()
+        following = math.inf
+        for waiter in self._waiters:
+            wake_at = min(waiter.deadline, waiter.grow_at)
+            if wake_at <= now:
+                waiter.loop.run_callback(wake, waiter)  # it sees what is due: leaves, or connects
+            elif wake_at < following:
+                following = wake_at
+        if following < math.inf:
+            self._arm(loop, following)
 
     def _holds_all(self, me: Any) -> bool:
         """Whether ``me`` holds every connection in use (stops at the first other holder: cheap)."""
@@ -610,11 +700,13 @@ class Pool(Generic[T]):
                 self._waiters.remove(waiter)
             except ValueError:
                 pass  # the queue was reset by a fork
+            if not self._waiters:
+                self._disarm()
         elif state == _entry.GOT_ENTRY and waiter.gen == self._gen:
             entry = waiter.entry
             assert entry is not None
-            if self._in_use.get(id(entry.conn)) is entry:
-                del self._in_use[id(entry.conn)]
+            if self._in_use.get(entry.key) is entry:
+                del self._in_use[entry.key]
                 entry.holder = None
                 self._put_back(entry)
         elif state == _entry.GOT_SLOT and waiter.gen == self._gen:
@@ -641,6 +733,7 @@ class Pool(Generic[T]):
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0 and not (once and attempt == 0):
                     return None, cause
+                began = monotonic()
                 try:
                     conn = self._open(None if once else remaining)
                 except Exception as exc:
@@ -657,6 +750,8 @@ class Pool(Generic[T]):
                     gevent.sleep(pause)
                     continue
                 now = monotonic()
+                took, avg = now - began, self._connect_avg
+                self._connect_avg = took if avg == math.inf else avg + (took - avg) * EWMA_WEIGHT
                 if gen != self._gen:
                     self._orphans[id(conn)] = conn  # opened by the parent's greenlet before the fork
                     return None, None
@@ -740,9 +835,11 @@ class Pool(Generic[T]):
     def _hand_off(self, entry: _Entry) -> None:
         """Grant ``entry`` to the oldest waiter: tracked as its own from now on, woken soon."""
         waiter = self._waiters.popleft()
+        if not self._waiters and self._timer is not None:
+            self._disarm()
         entry.holder = waiter.greenlet
         entry.checked_out_at = monotonic()
-        self._in_use[id(entry.conn)] = entry
+        self._in_use[entry.key] = entry
         waiter.entry = entry
         waiter.state = _entry.GOT_ENTRY
         self._wake(waiter)
@@ -751,12 +848,14 @@ class Pool(Generic[T]):
         """Capacity went down by one: give the slot to the oldest waiter, who will connect."""
         if self._waiters and not self._closed:
             waiter = self._waiters.popleft()
+            if not self._waiters:
+                self._disarm()
             self._pending += 1
             waiter.state = _entry.GOT_SLOT
             self._wake(waiter)
 
     def _wake(self, waiter: _Waiter) -> None:
-        get_hub().loop.run_callback(wake, waiter)
+        waiter.loop.run_callback(wake, waiter)
 
     def _discard(self, entry: _Entry, reason: str) -> None:
         """Forget an untracked entry, free its slot, then close it (the only I/O, last)."""
@@ -771,7 +870,7 @@ class Pool(Generic[T]):
         self._close_conn(entry)
 
     def _discard_in_use(self, entry: _Entry, reason: str) -> None:
-        del self._in_use[id(entry.conn)]
+        del self._in_use[entry.key]
         entry.holder = None
         self._discard(entry, reason)
 
@@ -789,7 +888,7 @@ class Pool(Generic[T]):
             reason = "broken"
             log.warning("pool %r: reset on release failed; connection dropped", self.name, exc_info=True)
         finally:
-            if reason and self._in_use.get(id(entry.conn)) is entry:
+            if reason and self._in_use.get(entry.key) is entry:
                 self._discard_in_use(entry, reason)
 
     def _checkin(self, entry: _Entry, reset: Optional[Callable[[], Any]]) -> Any:
@@ -844,12 +943,6 @@ class Pool(Generic[T]):
             return "pool_closed"
         return "expired_lifetime" if now >= entry.expires_at else "max_usage"
 
-    def _count_use(self, entry: _Entry) -> None:
-        """Count a checkout made on the slow path (with max_usage set, every checkout is one)."""
-        entry.usage += 1
-        if self._max_usage is not None and entry.usage >= self._max_usage:
-            entry.retire_at = -math.inf
-
     def _drop_expired(self, now: float) -> int:
         expired = [(e, r) for e in self._idle if (r := self._expiry_reason(e, now)) is not None]
         if not expired:
@@ -887,7 +980,7 @@ class Pool(Generic[T]):
             if self._reclaim and holder is not None and holder.dead:
                 log.warning("pool %r: holder %r died without releasing its connection; reclaimed",
                             self.name, holder)
-                if self._in_use.get(id(entry.conn)) is entry:
+                if self._in_use.get(entry.key) is entry:
                     self._discard_in_use(entry, "reclaimed")
                 continue
             if (
@@ -916,7 +1009,7 @@ class Pool(Generic[T]):
         self._pid = pid
         self._gen += 1
         for entry in itertools.chain(self._idle, self._in_use.values()):
-            self._orphans[id(entry.conn)] = entry.conn
+            self._orphans[entry.key] = entry.conn
             # Close the child's copy of the parent's socket (no goodbye on the wire): a parent greenlet
             # that gevent also runs in the child could otherwise read the parent's replies from it.
             detach = getattr(entry.conn, "detach", None)
@@ -937,6 +1030,7 @@ class Pool(Generic[T]):
         self._forked = False
         waiters = list(self._waiters)
         self._waiters.clear()
+        self._disarm()
         for waiter in waiters:
             waiter.state = _entry.RETRY
             self._wake(waiter)

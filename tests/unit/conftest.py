@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any, Optional
 
 import gevent
@@ -103,6 +104,14 @@ def check_invariants(pool: Pool[Any]) -> None:
         assert not pool._idle, "idle connections while greenlets wait"
     for key, entry in pool._in_use.items():
         assert id(entry.conn) == key
+    # The one deadline timer is armed no later than the earliest waiter's deadline, and only while
+    # someone waits: an armed timer keeps the hub's loop (gevent.wait(), the process) alive.
+    # (A waiter already due was woken by the timer's last fire and is about to leave the queue.)
+    if pool._timer is not None:
+        assert pool._waiters, "deadline timer armed with nobody waiting"
+    now = time.monotonic()
+    upcoming = [t for w in pool._waiters if (t := min(w.deadline, w.grow_at)) > now]
+    assert pool._timer_at <= min(upcoming, default=float("inf")), "a waiter's deadline is not covered"
 
 
 @pytest.fixture

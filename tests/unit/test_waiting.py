@@ -150,6 +150,62 @@ class DeferredWakeups:
             self.real(waiter)
 
 
+def test_later_waiter_with_shorter_timeout_leaves_at_its_own_deadline(make_pool):
+    """One timer serves every deadline: a short one queued behind a long one must still fire on time."""
+    pool = make_pool(max_connections=1)
+    held = gevent.spawn(pool.acquire).get()  # held elsewhere: our own wait is no self-deadlock
+    patient = gevent.spawn(pool.acquire, timeout=5)
+    gevent.sleep(0)
+    start = time.monotonic()
+    with pytest.raises(PoolExhaustedError):
+        pool.acquire(timeout=0.05)
+    assert 0.045 <= time.monotonic() - start < 1.0
+    check_invariants(pool)
+    assert pool._timer_at == pool._waiters[0].deadline  # re-armed for the patient waiter
+    pool.release(held)
+    assert patient.get(timeout=1) is held
+    assert pool._timer is None  # nobody waits: no timer keeps the loop alive
+    check_invariants(pool)
+
+
+def test_deadline_timer_firing_early_rearms_instead_of_stranding_the_waiter(make_pool):
+    """libev may fire a timer a little before our monotonic deadline (its loop time is cached)."""
+    pool = make_pool(max_connections=1)
+    held = pool.acquire()
+    waiter = gevent.spawn(pool.acquire, timeout=0.1)
+    gevent.sleep(0)
+    deadline = pool._waiters[0].deadline
+    pool._deadlines_due(gevent.get_hub().loop)  # an early fire: nobody is due yet
+    gevent.sleep(0)
+    assert not waiter.ready() and pool._timer_at == deadline
+    with pytest.raises(PoolExhaustedError):
+        waiter.get(timeout=2)  # and the re-armed timer still ends the wait
+    assert pool._timer is None
+    pool.release(held)
+    check_invariants(pool)
+
+
+def test_every_waiter_times_out_on_time_under_mixed_timeouts(make_pool):
+    pool = make_pool(max_connections=1)
+    held = pool.acquire()
+    timeouts = [0.2, 0.05, 0.15, 0.1, 0.02]
+    ended: dict[float, float] = {}
+    start = time.monotonic()
+
+    def wait(timeout):
+        with pytest.raises(PoolExhaustedError):
+            pool.acquire(timeout=timeout)
+        ended[timeout] = time.monotonic() - start
+
+    gevent.joinall([gevent.spawn(wait, t) for t in timeouts], timeout=5, raise_error=True)
+    for timeout in timeouts:
+        assert timeout - 0.005 <= ended[timeout] < timeout + 0.5, (timeout, ended[timeout])
+    assert sorted(ended, key=ended.get) == sorted(timeouts)
+    assert pool._timer is None
+    pool.release(held)
+    check_invariants(pool)
+
+
 def test_waiter_killed_after_grant_passes_the_connection_on(make_pool, monkeypatch):
     """Granted but not yet resumed when killed: the connection must reach the next waiter."""
     pool = make_pool(max_connections=1)
