@@ -751,12 +751,21 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
                 self._pool.drop(slot)
                 return
             if getattr(conn, "_re_auth_token", None) is not None:
+                # The pool's own AUTH with the configured credentials, like the connect handshake: not
+                # the user's session change, so it must not make the connection sticky (dropped).
+                conn._gpool_handshake = True
+                authed = False
                 try:
                     conn.re_auth()
+                    authed = True
                 except Exception:
                     log.warning("pool %r: re-authentication failed; connection dropped", self._pool.name,
                                 exc_info=True)
-                    self._pool.drop(slot)
+                finally:
+                    conn._gpool_handshake = False
+                    if not authed:  # failed or interrupted (Timeout, kill): half an AUTH may be on the wire
+                        self._pool.drop(slot)
+                if not authed:
                     return
             self._pool.release(slot)
         except ConnectionNotFoundError:

@@ -13,6 +13,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -770,6 +771,39 @@ def test_pool_recovers_from_a_server_restart_under_load(
     stats = pool.stats()
     assert stats.in_use == 0
     assert stats.size <= 10
+
+
+class _Token:
+    """A streaming-credentials token as redis-py's re_auth() reads it."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+
+    def try_get(self, key: str) -> Any:
+        return self.user if key == "oid" else None
+
+    def get_value(self) -> str:
+        return self.password
+
+
+def test_reauthenticated_connection_is_kept_with_its_new_identity(
+    redis_server: Any, make_pool: Callable[..., RedisPool], side_factory: Callable[[Any], redis.Redis],
+) -> None:
+    side = side_factory(redis_server)
+    user = f"gpool-reauth-{os.getpid()}"
+    side.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all")
+    try:
+        pool = make_pool(redis_server, max_connections=1)
+        r = pool.client()
+        assert r.ping() is True
+        pool.re_auth_callback(_Token(user, "pw"))
+        assert r.ping() is True  # the connection re-authenticates as it comes back from this one
+        for _ in range(3):
+            assert r.acl_whoami() == user
+        stats = pool.stats()
+        assert (stats.created, stats.dropped) == (1, 0), "the re-authenticated connection was dropped and replaced"
+    finally:
+        side.execute_command("ACL", "DELUSER", user)
 
 
 # -- secrets, input, life cycle -----------------------------------------------------------------------
