@@ -418,6 +418,8 @@ class Pool(Generic[T]):
             usage_time_p50=used.percentile(0.5),
             usage_time_p99=used.percentile(0.99),
             leaks=self._leaks,
+            connect_time_avg=None if self._connect_avg == math.inf else self._connect_avg,
+            hold_time_avg=None if self._hold_avg == math.inf else self._hold_avg,
             wait_buckets=tuple(waited.counts),
             usage_buckets=tuple(used.counts),
             **{f"closed_{reason}": count for reason, count in closes.items()},

@@ -32,7 +32,8 @@ class PoolCollector(Collector):
     ``gpool_max_connections``, ``gpool_waiting``, ``gpool_acquire_wait_seconds`` (histogram over every
     acquisition; those that never queued count in the lowest bucket), ``gpool_acquisitions_total``,
     ``gpool_connections_created_total``, ``gpool_connections_closed_total{reason}``,
-    ``gpool_acquire_timeouts_total``, ``gpool_connect_errors_total``, ``gpool_leaks_total``.
+    ``gpool_acquire_timeouts_total``, ``gpool_connect_errors_total``, ``gpool_leaks_total``,
+    ``gpool_average_seconds{of="connect|hold"}`` (once measured).
     """
 
     def __init__(self, pools: Iterable[Any] = ()) -> None:
@@ -74,6 +75,8 @@ class PoolCollector(Collector):
                                        labels=["pool"])
         errors = CounterMetricFamily("gpool_connect_errors", "Failed connect attempts", labels=["pool"])
         leaks = CounterMetricFamily("gpool_leaks", "Connections held past leak_timeout", labels=["pool"])
+        averages = GaugeMetricFamily("gpool_average_seconds", "Running averages of connect and hold times",
+                                     labels=["pool", "of"])
         for pool in list(self._pools):
             s = pool.stats()
             name = s.name
@@ -94,4 +97,8 @@ class PoolCollector(Collector):
             timeouts.add_metric([name], s.timeouts)
             errors.add_metric([name], s.connect_errors)
             leaks.add_metric([name], s.leaks)
-        yield from (connections, maximum, waiting, wait, acquired, created, closed, timeouts, errors, leaks)
+            for of, value in (("connect", s.connect_time_avg), ("hold", s.hold_time_avg)):
+                if value is not None:
+                    averages.add_metric([name, of], value)
+        yield from (connections, maximum, waiting, wait, acquired, created, closed, timeouts, errors, leaks,
+                    averages)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ["BUCKETS", "CLOSE_REASONS", "PoolStats"]
 
@@ -123,6 +123,10 @@ class PoolStats:
     closed_dropped: int
     closed_reclaimed: int
     closed_pool_closed: int
+    #: running averages behind the choice to wait for a return rather than connect (see the README's
+    #: "Wait or connect?"); None until measured. Hold times are sampled while no connection is idle.
+    connect_time_avg: Optional[float]
+    hold_time_avg: Optional[float]
     #: per-bucket counts (bounds in :data:`BUCKETS`) of queued waits, for exporters; the
     #: ``acquired - waits`` acquisitions that never queued are not in it
     wait_buckets: tuple[int, ...] = ()

@@ -101,3 +101,14 @@ def test_waiter_whose_patience_ends_at_the_cap_keeps_its_place(make_pool, factor
     for c in (held[1], third, held[0]):
         pool.release(c)
     check_invariants(pool)
+
+
+def test_stats_show_the_averages_behind_the_choice(make_pool, factory):
+    factory.delay = 0.05
+    pool = make_pool(max_connections=10)
+    assert (pool.stats().connect_time_avg, pool.stats().hold_time_avg) == (None, None)  # cold
+    warm_up(pool, 2, hold=0.02)
+    stats = pool.stats()
+    assert 0.045 <= stats.connect_time_avg < 0.5
+    assert 0.015 <= stats.hold_time_avg < 0.5
+    assert stats.as_dict()["connect_time_avg"] == stats.connect_time_avg

@@ -272,6 +272,8 @@ def test_prometheus_exposition_parses_and_matches_stats(factory):
     assert samples[("gpool_acquire_wait_seconds_count", (("pool", "db"),))] == a.stats().acquired + 1
     assert samples[("gpool_acquire_wait_seconds_bucket", (("le", "+Inf"), ("pool", "db")))] == 5
     assert ("gpool_waiting", (("pool", "cache"),)) in samples
+    assert samples[("gpool_average_seconds", (("of", "connect"), ("pool", "db")))] == a.stats().connect_time_avg
+    assert ("gpool_average_seconds", (("of", "hold"), ("pool", "cache"))) not in samples  # not measured yet
     collector.remove(b)
     assert "cache" not in prometheus_client.generate_latest(registry).decode()
     with pytest.raises(TypeError, match="stats"):
