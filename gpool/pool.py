@@ -215,7 +215,7 @@ class Pool(Generic[T]):
         self._pending = 0  # slots reserved by connects under way
         self._waiters: deque[_Waiter] = deque()
         # One timer for every waiter's deadline, armed for the earliest (see _arm): a wait costs no
-        # timer of its own, and an early fire (libev's cached loop time) re-arms instead of stranding.
+        # timer of its own; a fire with nobody due (early, or its waiter served) just re-arms.
         self._timer: Any = None
         self._timer_at = math.inf
         # Running averages behind the choice to wait for a return rather than connect (_grow_at); inf
@@ -618,11 +618,11 @@ class Pool(Generic[T]):
         waiter = _Waiter(me, self._gen, hub.loop, math.inf if deadline is None else deadline, grow_at)
         self._waiters.append(waiter)
         self._waits += 1
-        wake_at = min(waiter.deadline, grow_at)
-        if wake_at < self._timer_at:
-            self._arm(hub.loop, wake_at)
         granted = False
         try:
+            wake_at = min(waiter.deadline, grow_at)
+            if wake_at < self._timer_at:
+                self._arm(hub.loop, wake_at)
             while waiter.state == _entry.WAITING:
                 waiter.blocked = True
                 try:
