@@ -620,7 +620,7 @@ class Pool(Generic[T]):
         self._waits += 1
         granted = False
         try:
-            wake_at = min(waiter.deadline, grow_at)
+            wake_at = grow_at if grow_at < waiter.deadline else waiter.deadline  # not min(): hot path
             if wake_at < self._timer_at:
                 self._arm(hub.loop, wake_at)
             while waiter.state == _entry.WAITING:
@@ -637,7 +637,12 @@ class Pool(Generic[T]):
                         self._grow(waiter)
             granted = waiter.state != _entry.WAITING
         finally:
-            self._wait_hist.record(monotonic() - now)
+            waited = monotonic() - now
+            hist = self._wait_hist  # inlined Histogram.record: every contended checkout comes here
+            hist.counts[bisect_left(BUCKETS, waited)] += 1
+            hist.total += waited
+            if waited > hist.max:
+                hist.max = waited
             if not granted:
                 self._cancel(waiter)
         if waiter.state == _entry.CLOSED:
