@@ -596,7 +596,7 @@ class Pool(Generic[T]):
         return ok
 
     def _wait(
-        self, start: float, deadline: Optional[float], cause: Optional[BaseException], grow_at: float = math.inf,
+        self, start: float, deadline: Optional[float], cause: Optional[BaseException], grow_at: float,
     ) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import gevent
 
 from .conftest import check_invariants
-
-
-def warm_up(pool, n, hold):
-    """n greenlets take a connection at once and hold it ``hold`` seconds: both averages measured."""
-
-    def use():
-        conn = pool.acquire()
-        gevent.sleep(hold)
-        pool.release(conn)
-
-    gevent.joinall([gevent.spawn(use) for _ in range(n)], raise_error=True)
 
 
 def burst(pool, n, hold):
@@ -33,6 +23,19 @@ def burst(pool, n, hold):
 
     gevent.joinall([gevent.spawn(use) for _ in range(n)], timeout=10, raise_error=True)
     return sorted(waits)
+
+
+def warm_up(pool, n, hold):
+    """A first burst on a cold pool: both averages (connect, hold) get measured."""
+    burst(pool, n, hold)
+
+
+def wait_until(predicate, timeout=2.0):
+    """Poll ``predicate`` (a state no event announces) for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        gevent.sleep(0.005)
 
 
 def test_burst_on_warm_pool_is_served_by_returns_not_new_connections(make_pool, factory):
@@ -90,9 +93,10 @@ def test_waiter_whose_patience_ends_at_the_cap_keeps_its_place(make_pool, factor
     held = [gevent.spawn(pool.acquire).get() for _ in range(2)]
     patient = gevent.spawn(pool.acquire)  # chooses to wait (a return looks due in ~1 ms)
     gevent.sleep(0)
-    assert pool.stats().waiting == 1
+    assert pool.stats().waiting == 1 and pool._waiters[0].grow_at < math.inf  # queued by choice
     third = pool.acquire(timeout=0)  # timeout=0 never waits: it takes the last slot meanwhile
-    gevent.sleep(0.2)  # past the patient waiter's patience: the pool is at the cap, so it waits on
+    # its patience (one average connect, ~0.1 s) runs out while the pool is at the cap: it waits on
+    wait_until(lambda: pool._waiters and pool._waiters[0].grow_at == math.inf)
     assert not patient.ready() and pool.stats().waiting == 1
     check_invariants(pool)
     pool.release(held[0])
