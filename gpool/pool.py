@@ -41,6 +41,11 @@ log = logging.getLogger("gpool")
 
 T = TypeVar("T")
 
+# Exceptions that end a greenlet. A Timeout firing while a connection closes in their wake must not
+# replace them: the caller's `with gevent.Timeout` would swallow its own Timeout and the killed
+# greenlet would run on.
+_KILLS = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+
 #: weight of the newest sample in the running averages of connect and hold times (see _grow_at)
 EWMA_WEIGHT = 0.2
 
@@ -104,17 +109,10 @@ class _Checkout(Generic[T]):
         if entry is None:
             return  # the block released or dropped it itself; its own error matters more
         reason = pool._poison_reason(entry, exc)
-        try:
-            if reason is None:
-                pool.release(conn)
-            else:
-                pool._discard_in_use(entry, reason)
-        except gevent.Timeout:
-            # A Timeout firing while we clean up after a kill must not replace the kill: the caller's
-            # `with gevent.Timeout` would swallow its own Timeout and the killed greenlet would run on.
-            if isinstance(exc, (gevent.GreenletExit, KeyboardInterrupt, SystemExit)):
-                return  # the original exception propagates
-            raise
+        if reason is None:
+            pool.release(conn)
+        else:
+            pool._discard_in_use(entry, reason, exc)
 
 
 class Pool(Generic[T]):
@@ -562,18 +560,16 @@ class Pool(Generic[T]):
             and self._check_interval is not None
             and now - entry.last_used_at >= self._check_interval
         ):
-            healthy = False
-            reason = "interrupted"
             try:
                 healthy = bool(entry.is_connected())
-                reason = "check_failed"
             except Exception:
-                reason = "check_failed"
+                healthy = False
                 log.debug("pool %r: health check raised", self.name, exc_info=True)
-            finally:
-                # Failed or interrupted: either way the connection may hold half a check.
-                if not healthy:
-                    self._discard_in_use(entry, reason)
+            except BaseException as exc:  # interrupted: the connection may hold half a check
+                self._drop_held(entry, "interrupted", exc)
+                raise
+            if not healthy:
+                self._drop_held(entry, "check_failed")
             return healthy
         return True
 
@@ -584,16 +580,16 @@ class Pool(Generic[T]):
             entry.leak_reported = False
         if self._on_checkout is None:
             return True
-        ok = False
         try:
             self._on_checkout(entry.conn)
-            ok = True
         except Exception:
             log.warning("pool %r: on_checkout hook failed; connection dropped", self.name, exc_info=True)
-        finally:
-            if not ok and self._in_use.get(entry.key) is entry:
-                self._discard_in_use(entry, "broken")
-        return ok
+            self._drop_held(entry, "broken")
+            return False
+        except BaseException as exc:
+            self._drop_held(entry, "broken", exc)
+            raise
+        return True
 
     def _wait(
         self, start: float, deadline: Optional[float], cause: Optional[BaseException], grow_at: float,
@@ -804,8 +800,9 @@ class Pool(Generic[T]):
                     raise
             return conn
         except BaseException as exc:
-            if conn is not None:
-                self._quiet_close(conn)
+            closer = getattr(conn, "close", None)
+            if callable(closer):
+                self._close_quietly(closer, exc)
             if exc is timer:  # our own bound, not an outer Timeout: a connect error like any other
                 raise TimeoutError(f"connect timed out after {timeout:.3f}s") from None
             raise
@@ -864,8 +861,11 @@ class Pool(Generic[T]):
     def _wake(self, waiter: _Waiter) -> None:
         waiter.loop.run_callback(wake, waiter)
 
-    def _discard(self, entry: _Entry, reason: str) -> None:
-        """Forget an untracked entry, free its slot, then close it (the only I/O, last)."""
+    def _discard(self, entry: _Entry, reason: str, during: Optional[BaseException] = None) -> None:
+        """Forget an untracked entry, free its slot, then close it (the only I/O, last).
+
+        ``during``: the exception being handled, if any; a kill there is not replaced (see ``_KILLS``).
+        """
         self._closes[reason] += 1
         self._slot_freed()
         if self._on_drop is not None:
@@ -874,12 +874,18 @@ class Pool(Generic[T]):
             except Exception:
                 log.warning("pool %r: on_drop hook failed", self.name, exc_info=True)
         log.debug("pool %r: closing a connection (%s)", self.name, reason)
-        self._close_conn(entry)
+        if entry.close is not None:
+            self._close_quietly(entry.close, during)
 
-    def _discard_in_use(self, entry: _Entry, reason: str) -> None:
+    def _discard_in_use(self, entry: _Entry, reason: str, during: Optional[BaseException] = None) -> None:
         del self._in_use[entry.key]
         entry.holder = None
-        self._discard(entry, reason)
+        self._discard(entry, reason, during)
+
+    def _drop_held(self, entry: _Entry, reason: str, during: Optional[BaseException] = None) -> None:
+        """Discard ``entry`` unless a hook that yielded let another greenlet drop it meanwhile."""
+        if self._in_use.get(entry.key) is entry:
+            self._discard_in_use(entry, reason, during)
 
     def _reset(self, entry: _Entry) -> None:
         """Run the connection's reset(); drop it when that fails (re-raising only BaseExceptions).
@@ -887,16 +893,16 @@ class Pool(Generic[T]):
         ``reset()`` returning ``False`` asks for a quiet drop: the connection knows it is unusable
         (closed by its user, a result left unread) and nothing went wrong worth a warning.
         """
-        reason = "interrupted"
         try:
             keep = entry.reset()  # type: ignore[misc]
-            reason = "" if keep is not False else "broken"
         except Exception:
-            reason = "broken"
             log.warning("pool %r: reset on release failed; connection dropped", self.name, exc_info=True)
-        finally:
-            if reason and self._in_use.get(entry.key) is entry:
-                self._discard_in_use(entry, reason)
+            keep = False
+        except BaseException as exc:
+            self._drop_held(entry, "interrupted", exc)
+            raise
+        if keep is False:
+            self._drop_held(entry, "broken")
 
     def _checkin(self, entry: _Entry, reset: Optional[Callable[[], Any]]) -> Any:
         """Release-time work when hooks or leak tracking are on; runs as the entry's ``reset``."""
@@ -907,20 +913,15 @@ class Pool(Generic[T]):
             self._on_checkin(entry.conn)
         return None if reset is None else reset()
 
-    def _close_conn(self, entry: _Entry) -> None:
-        if entry.close is not None:
-            try:
-                entry.close()
-            except Exception:
-                log.debug("pool %r: close() raised", self.name, exc_info=True)
-
-    def _quiet_close(self, conn: Any) -> None:
-        closer = getattr(conn, "close", None)
-        if callable(closer):
-            try:
-                closer()
-            except Exception:
-                log.debug("pool %r: close() raised", self.name, exc_info=True)
+    def _close_quietly(self, close: Callable[[], Any], during: Optional[BaseException] = None) -> None:
+        """Call ``close``, logging its errors; a Timeout is re-raised unless it would replace a kill."""
+        try:
+            close()
+        except Exception:
+            log.debug("pool %r: close() raised", self.name, exc_info=True)
+        except gevent.Timeout:
+            if not isinstance(during, _KILLS):
+                raise
 
     def _poison_reason(self, entry: _Entry, exc: BaseException) -> Optional[str]:
         """Why the error that ended a ``with`` block makes the connection unusable, or None."""

@@ -29,10 +29,18 @@ class FakeConn:
     def __repr__(self) -> str:
         return f"<FakeConn {self.id}{' closed' if self.closed else ''}>"
 
+    def open(self) -> None:
+        if self.factory.open_delay:
+            gevent.sleep(self.factory.open_delay)  # a handshake
+
     def close(self) -> None:
         assert not self.closed, "closed twice"
-        self.closed = True
-        self.factory.closed.append(self)
+        try:
+            if self.factory.close_delay:
+                gevent.sleep(self.factory.close_delay)  # a polite goodbye over a slow network
+        finally:
+            self.closed = True
+            self.factory.closed.append(self)
 
     def is_connected(self) -> bool:
         self.checks += 1
@@ -66,6 +74,8 @@ class FakeFactory:
         self.concurrent = 0
         self.max_concurrent = 0
         self.check_delay = 0.0
+        self.open_delay = 0.0
+        self.close_delay = 0.0
         self.reset_delay = 0.0
         self.reset_error: Optional[BaseException] = None
         self.options: list[dict[str, Any]] = []

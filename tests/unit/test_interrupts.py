@@ -151,32 +151,61 @@ def test_kill_storm_at_random_points_keeps_every_invariant(make_pool, factory):
     assert len(open_conns) == pool.size, "every open connection is tracked and every tracked one is open"
 
 
-def test_timeout_firing_during_cleanup_does_not_swallow_a_kill(make_pool):
-    """Killed in the block; the greenlet's own Timeout fires while the poisoned connection closes.
+@pytest.mark.parametrize("point", ["open", "check", "on_checkout", "use", "reset"])
+def test_timeout_firing_during_cleanup_does_not_replace_a_kill(make_pool, factory, clock, point):
+    """Killed at a yield point; its own Timeout fires while the connection closes in the kill's wake.
 
-    The Timeout must not replace the GreenletExit: the ``with gevent.Timeout`` around the block would
-    swallow its own Timeout and the killed greenlet would run on.
+    The Timeout must not replace the GreenletExit: the ``with gevent.Timeout`` around the call would
+    swallow its own Timeout, and a killed worker that loops (``except gevent.Timeout: continue``)
+    would run on: ``killall`` would wait for it forever.
     """
+    hook_delay = 0.0
+    pool = make_pool(max_connections=1, check_interval=1, idle_timeout=None,
+                     on_checkout=lambda conn: gevent.sleep(hook_delay))
+    conn = pool.acquire()
+    pool.release(conn)
 
-    class SlowClose:
-        closed = False
+    def use():
+        with pool.connection():
+            gevent.sleep(10)
 
-        def close(self):
-            gevent.sleep(0.1)  # a polite goodbye on a slow network
-            self.closed = True
+    def take_and_return():
+        with pool.connection():
+            pass
 
-    pool = make_pool(factory=SlowClose, max_connections=1)
-    survived = []
+    if point == "open":
+        pool.drop(conn)
+        factory.open_delay = 10
+        action = pool.acquire
+    elif point == "check":
+        clock.advance(2)
+        factory.check_delay = 10
+        action = pool.acquire
+    elif point == "on_checkout":
+        hook_delay = 10
+        action = pool.acquire
+    elif point == "use":
+        action = use
+    else:
+        factory.reset_delay = 10
+        action = take_and_return
+    factory.close_delay = 0.1
+    outcome = []
 
     def worker():
-        with gevent.Timeout(0.05), pool.connection():
-            gevent.sleep(10)
-        survived.append(True)  # only reachable if the kill was lost
+        try:
+            with gevent.Timeout(0.05):
+                action()
+        except gevent.Timeout:
+            outcome.append("ran on after its kill")
 
     g = gevent.spawn(worker)
-    gevent.sleep(0.01)
+    gevent.sleep(0.01)  # parked at the yield point under test
+    assert not g.dead
     g.kill(block=False)
     g.join(timeout=2)
-    assert g.dead and isinstance(g.value, gevent.GreenletExit)
-    assert survived == []
-    assert pool.size == 0
+    assert g.dead and isinstance(g.value, gevent.GreenletExit), g.value
+    assert outcome == []
+    assert pool.size == 0 and all(c.closed for c in factory.created)
+    factory.close_delay = factory.open_delay = factory.check_delay = factory.reset_delay = hook_delay = 0
+    _capacity_is_whole(pool)
