@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from time import monotonic
 from typing import Any, Callable, Optional
 
 import gevent
 
 from gpool import Pool, TcpConnection
+from tests.support import wait_until
 from tests.unit.conftest import check_invariants
 
 __all__ = [
@@ -122,15 +122,6 @@ class RespConnection(TcpConnection):
         if kind == b"*":
             return [self._reply() for _ in range(int(rest))]
         raise OSError(f"protocol error: {line!r}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Yield to the hub until ``predicate()`` holds; fail after ``timeout`` seconds (a bounded wait)."""
-    deadline = monotonic() + timeout
-    while not predicate():
-        if monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        gevent.sleep(0.005)
 
 
 def assert_capacity_whole(pool: Pool[Any], timeout: float = 5.0) -> list[Any]:

@@ -37,23 +37,12 @@ from pymysql.constants import CR  # noqa: E402
 
 from gpool import PoolClosedError, PoolExhaustedError  # noqa: E402
 from gpool.mysql import MySQLConnection, MySQLPool  # noqa: E402
+from tests.support import wait_until  # noqa: E402
 
 LOST = {CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST, 1927}  # what a lost or killed connection raises
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` (yielding) until it is truthy; fail after ``timeout`` seconds."""
-    deadline = monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def scalar(cur: Any, sql: str, args: Any = None) -> Any:

@@ -29,23 +29,12 @@ from redis.retry import Retry  # noqa: E402
 
 import gpool  # noqa: E402
 from gpool.redis import PooledConnection, RedisPool, RedisPoolClosedError, RedisPoolExhaustedError  # noqa: E402
+from tests.support import wait_until  # noqa: E402
 
 SECRET = "s3cret-Pa55-" + uuid.uuid4().hex[:8]
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` (yielding) until it is truthy; fail after ``timeout`` seconds."""
-    deadline = monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.005)
 
 
 def key(name: str) -> str:

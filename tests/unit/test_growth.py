@@ -7,6 +7,8 @@ import time
 
 import gevent
 
+from tests.support import wait_until
+
 from .conftest import check_invariants
 
 
@@ -28,14 +30,6 @@ def burst(pool, n, hold):
 def warm_up(pool, n, hold):
     """A first burst on a cold pool: both averages (connect, hold) get measured."""
     burst(pool, n, hold)
-
-
-def wait_until(predicate, timeout=2.0):
-    """Poll ``predicate`` (a state no event announces) for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        gevent.sleep(0.005)
 
 
 def test_burst_on_warm_pool_is_served_by_returns_not_new_connections(make_pool, factory):
