@@ -615,6 +615,7 @@ class Pool(Generic[T]):
         self._waiters.append(waiter)
         self._waits += 1
         granted = False
+        interrupted: Optional[BaseException] = None
         try:
             wake_at = grow_at if grow_at < waiter.deadline else waiter.deadline  # not min(): hot path
             if wake_at < self._timer_at:
@@ -632,6 +633,9 @@ class Pool(Generic[T]):
                     if now_ >= waiter.grow_at:
                         self._grow(waiter)
             granted = waiter.state != _entry.WAITING
+        except BaseException as exc:
+            interrupted = exc
+            raise
         finally:
             waited = monotonic() - now
             hist = self._wait_hist  # inlined Histogram.record: every contended checkout comes here
@@ -640,7 +644,7 @@ class Pool(Generic[T]):
             if waited > hist.max:
                 hist.max = waited
             if not granted:
-                self._cancel(waiter)
+                self._cancel(waiter, interrupted)
         if waiter.state == _entry.CLOSED:
             raise PoolClosedError(f"pool {self.name!r} was closed while waiting")
         if not granted:
@@ -695,8 +699,11 @@ class Pool(Generic[T]):
                 return False
         return True
 
-    def _cancel(self, waiter: _Waiter) -> None:
-        """The waiter leaves: take it off the queue, or pass on what it was granted and never used."""
+    def _cancel(self, waiter: _Waiter, during: Optional[BaseException]) -> None:
+        """The waiter leaves: take it off the queue, or pass on what it was granted and never used.
+
+        ``during``: what interrupted the wait, if anything (see :meth:`_discard`).
+        """
         state, waiter.state = waiter.state, _entry.GONE
         if state == _entry.WAITING:
             try:
@@ -711,7 +718,7 @@ class Pool(Generic[T]):
             if self._in_use.get(entry.key) is entry:
                 del self._in_use[entry.key]
                 entry.holder = None
-                self._put_back(entry)
+                self._put_back(entry, during)
         elif state == _entry.GOT_SLOT and waiter.gen == self._gen:
             self._pending -= 1
             self._slot_freed()
@@ -827,10 +834,10 @@ class Pool(Generic[T]):
 
     # -- returning and closing -----------------------------------------------------------------
 
-    def _put_back(self, entry: _Entry) -> None:
+    def _put_back(self, entry: _Entry, during: Optional[BaseException] = None) -> None:
         """Hand a healthy connection to the oldest waiter, or make it idle (close it, once closed)."""
         if self._closed:
-            self._discard(entry, "pool_closed")
+            self._discard(entry, "pool_closed", during)
         elif self._waiters:
             self._hand_off(entry)
         else:

@@ -209,3 +209,31 @@ def test_timeout_firing_during_cleanup_does_not_replace_a_kill(make_pool, factor
     assert pool.size == 0 and all(c.closed for c in factory.created)
     factory.close_delay = factory.open_delay = factory.check_delay = factory.reset_delay = hook_delay = 0
     _capacity_is_whole(pool)
+
+
+def test_timeout_while_closing_a_granted_connection_after_a_kill_does_not_replace_the_kill(make_pool, factory):
+    """A waiter is handed a connection and killed before it runs; the pool closes meanwhile, so its
+    cancel closes the connection, slowly, and its own Timeout fires then: the kill still wins."""
+    pool = make_pool(max_connections=1)
+    held = pool.acquire()
+    outcome = []
+
+    def worker():
+        try:
+            with gevent.Timeout(0.05):
+                pool.acquire()
+        except gevent.Timeout:
+            outcome.append("ran on after its kill")
+
+    g = gevent.spawn(worker)
+    gevent.sleep(0.01)
+    assert pool.stats().waiting == 1
+    factory.close_delay = 0.1
+    g.kill(block=False)  # delivered before the hand-off's wake-up, which is scheduled after it
+    pool.release(held)  # handed to the waiter, which has not run yet
+    assert pool.stats().waiting == 0 and pool.stats().in_use == 1
+    pool.close()  # the waiter's cancel will find the pool closed: it closes the connection
+    g.join(timeout=2)
+    assert g.dead and isinstance(g.value, gevent.GreenletExit), g.value
+    assert outcome == []
+    assert held.closed and pool.size == 0
