@@ -362,7 +362,7 @@ def test_session_changes_are_undone_for_the_next_user(
     ("", False),
 ])
 def test_statements_that_change_the_session_are_recognised(sql: str, changes_session: bool) -> None:
-    from gpool.mysql import _SESSION_BYTES, _SESSION_STR, _session_keyword
+    from gpool.mysql._connection import _SESSION_BYTES, _SESSION_STR, _session_keyword
 
     assert (_SESSION_STR.match(sql) is not None) is changes_session
     assert (_session_keyword(sql) is not None) is changes_session  # the query() path: a cheap test first
