@@ -131,6 +131,31 @@ class PoolStats:
     #: ``acquired - waits`` acquisitions that never queued are not in it
     wait_buckets: tuple[int, ...] = ()
     usage_buckets: tuple[int, ...] = ()
+    #: holder greenlets that died without releasing their connection (each reported once, at WARNING)
+    dead_holders: int = 0
+
+    @classmethod
+    def of(cls, pool: Any) -> PoolStats:
+        """The snapshot of a :class:`gpool.Pool` now (never yields)."""
+        closes = pool._closes
+        waited, used = pool._wait_hist, pool._use_hist
+        zeros = max(pool._acquired + pool._timeouts - pool._waits, 0)  # acquisitions that never queued
+        return cls(
+            name=pool.name, size=pool.size, idle=len(pool._idle), in_use=len(pool._in_use),
+            connecting=pool._pending, waiting=len(pool._waiters), max_connections=pool.max_connections,
+            created=pool._created, closed=sum(closes.values()), acquired=pool._acquired, released=pool._released,
+            dropped=closes["dropped"] + closes["broken"] + closes["interrupted"] + closes["reclaimed"],
+            reaped=closes["expired_lifetime"] + closes["expired_idle"] + closes["max_usage"],
+            timeouts=pool._timeouts, connect_errors=pool._connect_errors, check_failures=closes["check_failed"],
+            waits=pool._waits, wait_time_total=waited.total, wait_time_max=waited.max,
+            wait_time_p50=waited.percentile(0.5, zeros), wait_time_p99=waited.percentile(0.99, zeros),
+            usage_count=sum(used.counts), usage_time_total=used.total, usage_time_max=used.max,
+            usage_time_p50=used.percentile(0.5), usage_time_p99=used.percentile(0.99), leaks=pool._leaks,
+            connect_time_avg=None if pool._connect_avg == math.inf else pool._connect_avg,
+            hold_time_avg=None if pool._hold_avg == math.inf else pool._hold_avg,
+            wait_buckets=tuple(waited.counts), usage_buckets=tuple(used.counts), dead_holders=pool._dead_holders,
+            **{f"closed_{reason}": count for reason, count in closes.items()},
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict (for JSON, logs, metrics)."""

@@ -24,6 +24,6 @@ What the pool does with each connection (see :class:`MySQLConnection`):
 """
 
 from ._connection import MySQLConnection
-from ._pool import MySQLPool
+from ._pool import MySQLConnectFailedError, MySQLPool
 
-__all__ = ["MySQLConnection", "MySQLPool"]
+__all__ = ["MySQLConnectFailedError", "MySQLConnection", "MySQLPool"]

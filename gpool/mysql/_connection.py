@@ -315,6 +315,10 @@ class MySQLConnection(pymysql.connections.Connection):
             self.autocommit(self._gpool_autocommit)
         self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
 
+    def is_clean(self) -> bool:
+        """The pool's zero-round-trip check, run before every handout (see :meth:`_socket_is_clean`)."""
+        return self._socket_is_clean()
+
     def _socket_is_clean(self) -> bool:
         """The zero-round-trip check (:func:`gpool.connection.socket_is_clean`), made at every checkout.
 

@@ -6,7 +6,6 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from time import monotonic
 from typing import Any, Optional
 
 import pymysql
@@ -15,6 +14,8 @@ import pymysql.cursors
 from pymysql.charset import charset_by_name
 
 from .._adapter import PoolFacade
+from ..errors import ConnectFailedError, PoolExhaustedError
+from ..options import PoolOptions
 from ..pool import Pool
 from ._connection import _AUTOCOMMIT, _IN_TRANS, _SSL_KEYS, _TLS, MySQLConnection, _Secret, _statements
 from ._url import parse_url
@@ -28,31 +29,36 @@ _CONNECT_ARGS = frozenset(
 ) - {"host", "port", "user", "password", "database", "init_command", "autocommit", "defer_connect",
      "passwd", "db"}
 
-# Every other keyword of gpool.Pool (max_waiting, max_usage, retry, retry_delay, name, leak_timeout,
-# on_checkout...) passes through MySQLPool(**kwargs) unchanged.
-_POOL_ARGS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "factory", "options"}
+#: Connect errors no retry cures: access denied (1044, 1045), unknown database (1049), an
+#: authentication plugin the client cannot use (1251, 2059), and bad arguments.
+_PERMANENT_CODES = frozenset({1044, 1045, 1049, 1251, 2059})
 
 
-_pool_acquire = Pool.acquire
+def _is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, (TypeError, ValueError)):
+        return True
+    return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in _PERMANENT_CODES
+
+
+class MySQLConnectFailedError(ConnectFailedError, pymysql.err.OperationalError):
+    """:class:`gpool.ConnectFailedError` that is also PyMySQL's ``OperationalError``, with the driver's
+    error code as ``args[0]`` (1045 access denied, 2003 cannot connect...), so code written against
+    PyMySQL catches it unchanged."""
 
 
 class _CorePool(Pool[MySQLConnection]):
-    """The core pool, plus a zero-round-trip check of every connection it hands out."""
+    """The core pool; its connect failures are also PyMySQL's ``OperationalError``."""
 
-    def acquire(self, timeout: Optional[float] = None) -> MySQLConnection:
-        # The core pings only connections idle longer than check_interval; one the server closed
-        # sooner (KILL, restart, wait_timeout) has a readable socket: drop it and take the next.
-        # The first attempt passes timeout through unchanged; only a retry pays for the arithmetic
-        # (a number instead of None would also make the core validate it on every call).
-        start = monotonic()
-        conn = _pool_acquire(self, timeout)
-        while True:
-            if conn._socket_is_clean():
-                return conn
-            self.drop(conn, "check_failed")
-            if timeout is None:
-                timeout = self._timeout
-            conn = _pool_acquire(self, None if timeout is None else max(0.0, start + timeout - monotonic()))
+    def _exhausted(self, attempt: Any, kind: Optional[type[PoolExhaustedError]] = None,
+                   why: str = "") -> PoolExhaustedError:
+        error = super()._exhausted(attempt, kind, why)
+        if not isinstance(error, ConnectFailedError):
+            return error
+        cause = error.__cause__
+        code = cause.args[0] if isinstance(cause, pymysql.err.MySQLError) and cause.args else 2003
+        converted = MySQLConnectFailedError(code if isinstance(code, int) else 2003, str(error))
+        converted.__cause__ = cause
+        return converted
 
 
 class MySQLPool(PoolFacade):
@@ -82,23 +88,15 @@ class MySQLPool(PoolFacade):
         user: Optional[str] = None,
         password: str = "",
         database: Optional[str] = None,
-        max_connections: int = 10,
-        initial_connections: int = 0,
-        timeout: Optional[float] = 30.0,
-        idle_timeout: Optional[float] = 600.0,
-        max_lifetime: Optional[float] = 3600.0,
-        check_interval: Optional[float] = 1.0,
         init_command: Optional[str] = None,
         setsession: Optional[Sequence[str]] = None,
         autocommit: Optional[bool] = False,
         **kwargs: Any,
     ) -> None:
-        pool_kwargs: dict[str, Any] = {}
+        pool_kwargs, rest = PoolOptions.split(kwargs)
         connect_kwargs: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in _POOL_ARGS:
-                pool_kwargs[key] = value
-            elif key in _CONNECT_ARGS:
+        for key, value in rest.items():
+            if key in _CONNECT_ARGS:
                 connect_kwargs[key] = value
             elif key in ("passwd", "db"):
                 instead = "password" if key == "passwd" else "database"
@@ -142,19 +140,10 @@ class MySQLPool(PoolFacade):
         self._tls: Optional[_TLS] = None  # built at the first connect: after monkey-patching, in the worker
         target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
         self._target = f"{user or ''}@{target}/{database or ''}"
-        name = pool_kwargs.pop("name", None)
-        self._pool: Pool[MySQLConnection] = _CorePool(
-            self._connect,
-            None,
-            initial_connections=initial_connections,
-            max_connections=max_connections,
-            timeout=timeout,
-            idle_timeout=idle_timeout,
-            max_lifetime=max_lifetime,
-            check_interval=check_interval,
-            name=name if name is not None else f"mysql://{self._target}",
-            **pool_kwargs,
-        )
+        if pool_kwargs.get("name") is None:
+            pool_kwargs["name"] = f"mysql://{self._target}"
+        pool_kwargs.setdefault("is_permanent_error", _is_permanent)
+        self._pool: Pool[MySQLConnection] = _CorePool(self._connect, None, config=PoolOptions(**pool_kwargs))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> MySQLPool:

@@ -257,6 +257,14 @@ class _Slot:
             self.poller, self.polled = poller, sock
         return not self.poller.poll(0)
 
+    def is_clean(self) -> bool:
+        """The pool's check before every handout: no round trip, no yield.
+
+        False for a connection of an older epoch (``disconnect()`` was called), a closed socket, one
+        the server closed or with unread bytes in the socket or in the parser's buffer.
+        """
+        return self.epoch == self.owner._epoch and self.socket_is_clean() and _parser_is_clean(self.conn)
+
     def __repr__(self) -> str:
         return f"<gpool.redis slot {self.conn!r}>"
 

@@ -27,7 +27,8 @@ from hypothesis.stateful import (
 )
 
 from gpool import ConnectionNotFoundError, Pool, PoolClosedError, PoolExhaustedError
-from tests.unit.conftest import FakeConn, FakeFactory, check_invariants
+from gpool._invariants import check_invariants
+from tests.fakes import FakeConn, FakeFactory
 
 
 class CountingFactory(FakeFactory):

@@ -9,9 +9,9 @@ import gevent
 import pytest
 
 from gpool import Pool, PoolExhaustedError
+from gpool._invariants import check_invariants
 from gpool.stats import BUCKETS, CLOSE_REASONS, Histogram
-
-from .conftest import FakeFactory, check_invariants
+from tests.fakes import FakeFactory
 
 
 def test_every_close_reason_is_counted(make_pool, factory, clock):
