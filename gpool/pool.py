@@ -419,12 +419,12 @@ class Pool(PoolState, Generic[T]):
         ends the wait abnormally (our deadline, an outer Timeout, a kill) gives back what may have
         been granted in the meantime, in ``finally``.
         """
-        limit = self._opts.max_waiting
-        if limit is not None and len(self._waiters) >= limit:
-            raise self._exhausted(attempt, PoolQueueFullError, f"{len(self._waiters)} waiting (max_waiting={limit})")
         now = monotonic()
         if attempt.deadline is not None and now >= attempt.deadline:
             raise self._exhausted(attempt)
+        limit = self._opts.max_waiting
+        if limit is not None and len(self._waiters) >= limit:
+            raise self._exhausted(attempt, PoolQueueFullError, f"max_waiting={limit} reached")
         me = getcurrent()
         if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
             why = f"this greenlet already holds all {self._max} connections"

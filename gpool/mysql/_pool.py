@@ -106,26 +106,8 @@ class MySQLPool(PoolFacade):
             else:
                 raise TypeError(
                     f"unknown keyword argument {key!r}: neither a pool option nor a pymysql.connect() argument")
-        if not isinstance(host, str):
-            raise TypeError(f"host must be a string, got {host!r}")
-        if not host:
-            raise ValueError("host must be a non-empty string, got ''")
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f"port must be an integer, got {port!r}")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be from 1 to 65535, got {port!r}")
-        if user is not None and not isinstance(user, str):
-            raise TypeError(f"user must be a string or None, got {type(user).__name__}")
-        if not isinstance(password, (str, bytes)):
-            raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
-        if database is not None and not isinstance(database, str):
-            raise TypeError(f"database must be a string or None, got {database!r}")
-        if database == "":
-            raise ValueError("database must be a non-empty string or None, got ''")
-        if init_command is not None and not isinstance(init_command, str):
-            raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
-        if autocommit is not None and not isinstance(autocommit, bool):
-            raise TypeError(f"autocommit must be a bool or None, got {autocommit!r}")
+        _check_session_args(host=host, port=port, user=user, password=password, database=database,
+                            init_command=init_command, autocommit=autocommit)
         self._setsession = _statements("setsession", setsession)
         self._password = _Secret(password)
         self._kwargs: dict[str, Any] = dict(
@@ -297,6 +279,31 @@ class MySQLPool(PoolFacade):
             log.debug("pool %r: TLS %s, one SSLContext shared by its connections", self.name, mode)
         return MySQLConnection(setsession=self._setsession, _tls=tls, password=self._password.reveal(),
                                **self._kwargs)
+
+
+def _check_session_args(*, host: Any, port: Any, user: Any, password: Any, database: Any, init_command: Any,
+                        autocommit: Any) -> None:
+    """The session arguments MySQLPool names itself: TypeError/ValueError naming the parameter."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string, got {host!r}")
+    if not host:
+        raise ValueError("host must be a non-empty string, got ''")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an integer, got {port!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+    if user is not None and not isinstance(user, str):
+        raise TypeError(f"user must be a string or None, got {type(user).__name__}")
+    if not isinstance(password, (str, bytes)):
+        raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
+    if database is not None and not isinstance(database, str):
+        raise TypeError(f"database must be a string or None, got {database!r}")
+    if database == "":
+        raise ValueError("database must be a non-empty string or None, got ''")
+    if init_command is not None and not isinstance(init_command, str):
+        raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
+    if autocommit is not None and not isinstance(autocommit, bool):
+        raise TypeError(f"autocommit must be a bool or None, got {autocommit!r}")
 
 
 def _commit_if_open(conn: MySQLConnection) -> None:

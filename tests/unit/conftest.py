@@ -8,10 +8,19 @@ import pytest
 
 from gpool import Pool
 from gpool._invariants import check_invariants
+from gpool.pool import _live_pools
 from tests.fakes import Clock, FakeFactory
 
 # Every module of the core that reads the clock: a stepped clock replaces it in all of them.
 _CLOCK_USERS = ("gpool.pool", "gpool._connect", "gpool._health", "gpool._waiting", "gpool._invariants")
+
+
+@pytest.fixture(autouse=True)
+def invariants_hold_after_every_test() -> Any:
+    """Every pool still alive after a unit test is consistent, whoever built it."""
+    yield
+    for pool in list(_live_pools):
+        check_invariants(pool)
 
 
 @pytest.fixture

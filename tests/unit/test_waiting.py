@@ -8,9 +8,7 @@ import gevent
 import gevent.event
 import pytest
 
-from gpool import _waiting
-
-from gpool import PoolClosedError, PoolExhaustedError
+from gpool import PoolClosedError, PoolExhaustedError, PoolQueueFullError, _waiting
 from gpool._invariants import check_invariants
 
 
@@ -263,7 +261,7 @@ def test_max_waiting_fails_fast(make_pool):
     waiters = [gevent.spawn(pool.acquire) for _ in range(2)]
     gevent.sleep(0)
     start = time.monotonic()
-    with pytest.raises(PoolExhaustedError, match=r"2 waiting \(max_waiting=2\)"):
+    with pytest.raises(PoolQueueFullError, match=r"2 waiting, max_waiting=2 reached"):
         pool.acquire(timeout=5)
     assert time.monotonic() - start < 0.1
     pool.release(held)
