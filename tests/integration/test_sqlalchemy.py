@@ -378,3 +378,42 @@ def test_bad_arguments_are_refused_naming_them(mysql_server):
         create_engine(url, poolclass=GeventPool, gpool_options={"bogus": 1})
     engine = create_engine(url, poolclass=GeventPool, max_overflow=0, gpool_options={"max_waiting": 5})
     assert engine.pool.size() == 5 and engine.pool.overflow() == 0
+
+
+# -- the ORM in a gunicorn gevent worker, end to end --------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_orm_sessions_under_gunicorn_gevent_workers_stay_within_workers_x_pool_size(mysql_server, tmp_path):
+    import json
+
+    from tests.integration.test_examples import ServedApp, _children  # puts examples/ on sys.path
+
+    from loadgen import Load
+
+    workers, pool_size, requests = 2, 5, 1000
+    env = dict(os.environ, GPOOL_MYSQL_URL=sa_url(mysql_server).replace("mysql+pymysql://", "mysql://"),
+               GPOOL_MYSQL_MAX_CONNECTIONS=str(pool_size), PYTHONUNBUFFERED="1")
+    app = ServedApp(["-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", "127.0.0.1:0",
+                     "--pythonpath", "examples", "--graceful-timeout", "10", "sqlalchemy_app:app"],
+                    env, tmp_path / "gunicorn.log", r"Listening at: http://127\.0\.0\.1:(\d+)")
+    try:
+        wait_until(lambda: len(_children(app.proc.pid)) == workers, timeout=10, what="both workers forked")
+        result = Load("127.0.0.1", app.port, ["/orm"], requests, 200, deadline=60).run()
+        assert result.ok == requests, f"errors: {dict(result.errors)}, e.g. {result.samples}"
+        assert len(result.pids) == workers, "both workers served requests"
+        assert len(result.conn_ids) <= workers * pool_size, "distinct (pid, CONNECTION_ID()) pairs"
+        stats = app.stats_by_pid(set(result.pids))
+        for pid, data in stats.items():
+            s = data["pool"]
+            assert s["in_use"] == 0 and s["timeouts"] == 0 and s["connect_errors"] == 0, (pid, s)
+            assert 1 <= s["created"] <= pool_size and s["size"] <= pool_size, (pid, s)
+        assert sum(d["pool"]["acquired"] for d in stats.values()) >= 2 * requests, "two sessions per request"
+        assert app.stop() == 0
+    finally:
+        if app.proc.poll() is None:
+            app.kill()
+    log = app.log()
+    assert "Traceback" not in log and "[ERROR]" not in log, log
+    print(f"\ngunicorn ORM: {result.rate:.0f} req/s, p99 {result.percentile(0.99) * 1000:.0f} ms, "
+          f"{len(result.conn_ids)} connections, {json.dumps({p: d['pool']['created'] for p, d in stats.items()})}")
