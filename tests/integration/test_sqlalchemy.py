@@ -16,6 +16,7 @@ monkey.patch_all()
 
 # ruff: noqa: E402
 import gc
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -385,11 +386,7 @@ def test_bad_arguments_are_refused_naming_them(mysql_server):
 
 @pytest.mark.timeout(90)
 def test_orm_sessions_under_gunicorn_gevent_workers_stay_within_workers_x_pool_size(mysql_server, tmp_path):
-    import json
-
-    from tests.integration.test_examples import ServedApp, _children  # puts examples/ on sys.path
-
-    from loadgen import Load
+    from tests.integration.test_examples import Load, ServedApp, _children  # examples/loadgen.py's Load
 
     workers, pool_size, requests = 2, 5, 1000
     env = dict(os.environ, GPOOL_MYSQL_URL=sa_url(mysql_server).replace("mysql+pymysql://", "mysql://"),
