@@ -17,7 +17,7 @@ SQLAlchemy; ``import gpool`` never imports it.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import logging
 import time
 from typing import Any, Optional
@@ -31,7 +31,8 @@ from sqlalchemy.pool import Pool as _SAPool
 
 from .connection import socket_is_clean
 from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
-from .pool import Pool, _number
+from .options import PoolOptions, check_number
+from .pool import Pool
 from .stats import PoolStats
 
 __all__ = ["GeventPool"]
@@ -41,8 +42,6 @@ log = logging.getLogger("gpool.sqlalchemy")
 # gpool.Pool keywords that GeventPool sets itself, from SQLAlchemy's own arguments, or that make no
 # sense for records SQLAlchemy manages (its pool events are the hooks here).
 _OWN_OPTIONS = {
-    "factory": "it is GeventPool's",
-    "options": "connect arguments go to create_engine()",
     "max_connections": "use pool_size",
     "timeout": "use pool_timeout",
     "on_connect": "use SQLAlchemy's 'connect' pool event",
@@ -50,7 +49,7 @@ _OWN_OPTIONS = {
     "on_checkin": "use SQLAlchemy's 'checkin' pool event",
     "on_drop": "use SQLAlchemy's 'close' pool event",
 }
-_CORE_OPTIONS = frozenset(inspect.signature(Pool).parameters) - set(_OWN_OPTIONS)
+_CORE_OPTIONS = frozenset(field.name for field in dataclasses.fields(PoolOptions)) - set(_OWN_OPTIONS)
 
 
 class _Slot:
@@ -70,7 +69,7 @@ class _Slot:
         owner._slots[id(self.record)] = self
 
     def is_clean(self) -> bool:
-        """The zero-round-trip check: nothing unread on the socket, peer not gone. Never yields.
+        """The zero-round-trip check the core makes at every handout: nothing unread, peer not gone. Never yields.
 
         True for a record without a connection (invalidated: it reconnects at checkout, in this
         slot) and for drivers and TLS connections where the check cannot be made. PyMySQL only.
@@ -85,10 +84,6 @@ class _Slot:
         if sock is None:
             return False
         return hasattr(sock, "getpeercert") or socket_is_clean(sock)
-
-    def is_connected(self) -> bool:
-        """The core's check for connections idle past ``check_interval``: the same zero-round-trip check."""
-        return self.is_clean()
 
     def close(self) -> None:
         """The core discards the slot: close the record's connection (SQLAlchemy's 'close' event fires)."""
@@ -143,7 +138,7 @@ class GeventPool(_SAPool):
         gpool_options: Optional[dict[str, Any]] = None,
         **kw: Any,
     ) -> None:
-        _number("pool_size", pool_size, integer=True, positive=True)
+        check_number("pool_size", pool_size, integer=True, positive=True)
         if max_overflow not in (None, 0):
             total = pool_size + max_overflow if isinstance(max_overflow, int) and max_overflow > 0 else None
             hint = f"pool_size={total}" if total is not None else "a larger pool_size"
@@ -152,7 +147,7 @@ class GeventPool(_SAPool):
                 f"hard cap, and connections opened above it under load and closed on return are the connect "
                 f"churn this pool avoids; set {hint} instead (connections beyond the ones in use close after "
                 f"gpool's idle_timeout)")
-        _number("timeout", timeout, allow_none=True)
+        check_number("timeout", timeout, allow_none=True)
         options = dict(gpool_options or {})
         for key in options:
             if key in _OWN_OPTIONS:
@@ -220,17 +215,20 @@ class GeventPool(_SAPool):
             return
         if slot.detached:  # the parent's, returned in a forked child: the core forgets it
             del self._slots[id(record)]
-        me = getcurrent()
-        if slot.holder is not me:
-            # Returned by another greenlet than the one that checked it out: SQLAlchemy's finalizer of
-            # a garbage-collected connection runs wherever the collection happens. The record is done
-            # with (reset or invalidated by that finalizer): make the returning greenlet its holder.
-            transfer = getattr(slot.core, "transfer", None)
-            if transfer is not None:
-                transfer(slot, me)
+        core, me = slot.core, getcurrent()
+        holder = slot.holder
+        if holder is not None and holder is not me and not holder.dead:
+            # Returned by another greenlet than the live one that checked it out: a Connection or Session
+            # closed by another greenlet, or SQLAlchemy's finalizer of a garbage-collected connection,
+            # which runs wherever the collection happens. SQLAlchemy's fairy, not the greenlet, owns a
+            # record (it refuses a double checkin itself), so the returning greenlet takes it over.
+            # Pool.transfer() is for the holder to call; this is the holder's claim made void.
+            entry = core._in_use.get(id(slot))
+            if entry is not None:
+                core._transfer(entry, me)
         slot.holder = None
         try:
-            slot.core.release(slot)
+            core.release(slot)
         except ConnectionNotFoundError:
             log.warning("pool %r: a connection record was returned twice: ignored", self.name)
 

@@ -261,7 +261,6 @@ def test_pre_ping_replaces_a_killed_connection_the_socket_check_cannot_see_insid
         make_engine, side, monkeypatch):
     # As on TLS or a driver without a socket to look at: only SQLAlchemy's pre-ping can tell.
     monkeypatch.setattr(_Slot, "is_clean", lambda self: True)
-    monkeypatch.setattr(_Slot, "is_connected", lambda self: True)
     engine = make_engine(pool_size=1, pool_pre_ping=True)
     invalidated: list[Any] = []
     event.listen(engine.pool, "invalidate", lambda dbapi, rec, exc: invalidated.append(exc))
@@ -290,28 +289,48 @@ def test_pool_recycle_reconnects_old_connections_inside_their_slots(make_engine,
 # -- records returned by another greenlet, dispose, fork -------------------------------------------------
 
 
-def test_a_garbage_collected_connection_is_returned_by_the_collecting_greenlet_through_transfer(make_engine):
+def test_a_garbage_collected_connection_is_returned_by_the_collecting_greenlet(make_engine):
     engine = make_engine(pool_size=1, pool_timeout=2)
-    core = engine.pool.pool
-    transfers: list[tuple[Any, Any]] = []
-    core.transfer = lambda conn, to: transfers.append((conn, to))  # the core's API for an explicit hand-over
+    release = gevent.event.Event()
 
     def leak() -> None:
         raw = engine.raw_connection()  # never closed: SQLAlchemy's finalizer returns it
         raw.cursor().execute("SELECT 1")
         cycle: list[Any] = [raw]
         cycle.append(cycle)  # only the cycle collector frees it: later, in another greenlet
+        del raw, cycle
+        release.wait()  # and its holder is still alive then
 
     gc.disable()
     try:
-        gevent.spawn(leak).join()
-        assert engine.pool.checkedout() == 1
+        leaker = gevent.spawn(leak)
+        wait_until(lambda: engine.pool.checkedout() == 1, what="the leak")
+        gevent.sleep(0)
+        gc.collect()  # here, in the test's greenlet
     finally:
         gc.enable()
-    gc.collect()
-    assert engine.pool.checkedout() == 0
-    assert len(transfers) == 1 and transfers[0][1] is gevent.getcurrent()
+        release.set()
+    assert engine.pool.checkedout() == 0, "returned although its live holder never released it"
+    leaker.join(timeout=5)
     assert conn_id(engine) > 0
+
+
+def test_a_connection_checked_out_in_one_greenlet_may_be_closed_by_another(make_engine):
+    engine = make_engine(pool_size=1, pool_timeout=2)
+    got, done = gevent.event.AsyncResult(), gevent.event.Event()
+
+    def opener() -> None:
+        got.set(engine.connect())
+        done.wait()
+
+    g = gevent.spawn(opener)
+    conn = got.get(timeout=5)
+    assert conn.execute(text("SELECT 2")).scalar() == 2
+    conn.close()  # here, while its opener lives: the pool takes it back (QueuePool does too)
+    assert engine.pool.checkedout() == 0 and engine.pool.stats().in_use == 0
+    assert conn_id(engine) > 0
+    done.set()
+    g.join(timeout=5)
 
 
 def test_dispose_closes_idle_now_and_checked_out_on_return_and_the_pool_stays_usable(make_engine, side):
