@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
@@ -316,10 +317,15 @@ class GaleraNode(_Cluster):
         """``SET GLOBAL wsrep_desync=ON``: the node leaves the Synced state."""
         run_sql(self.server, "SET GLOBAL wsrep_desync=ON")
 
-    def make_non_primary(self) -> None:
+    def make_non_primary(self, timeout: float = 10.0) -> None:
         """Cut the node off its cluster (``gmcast.isolate=2``): not a primary component any more,
         ``wsrep_ready=OFF``, and queries fail with 1047. Only :meth:`restore` (a restart) undoes it."""
         run_sql(self.server, "SET GLOBAL wsrep_provider_options='gmcast.isolate=2'")
+        deadline = time.monotonic() + timeout
+        while self.status().get("wsrep_ready") != "OFF":  # the provider leaves the component asynchronously
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Galera node was still ready {timeout}s after gmcast.isolate=2")
+            time.sleep(0.05)
 
     def restore(self, timeout: float = 60.0) -> None:
         """Undo :meth:`desync` and :meth:`make_non_primary` (restarting the node if it is not ready)."""
