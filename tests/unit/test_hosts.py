@@ -53,7 +53,7 @@ def test_host_and_hosts_together_raise_type_error() -> None:
 
 
 def test_unknown_target_raises_value_error_naming_target() -> None:
-    with pytest.raises(ValueError, match="target must be one of .* got 'master'"):
+    with pytest.raises(ValueError, match=r"target must be one of .* got 'master'"):
         MySQLPool(hosts=["db1"], target="master")
 
 
