@@ -259,6 +259,7 @@ class HostList:
         self._rng = rng or random.Random()
         self.sticky: Optional[_Host] = None  # target primary: the host that last matched
         self.split_brains = 0
+        self._checker: Optional[gevent.Greenlet] = None  # the running _recheck, if any
 
     @property
     def addresses(self) -> list[str]:
@@ -429,12 +430,25 @@ class HostList:
 
     def _recheck(self, serving: _Host, open_one: Callable[[str, int, float], Any]) -> None:
         """Probe, once, each other host whose deny period (or rogue watch) is over: a host that came back
-        writable while another is the primary is split brain, and the pool should say so."""
+        writable while another is the primary is split brain, and the pool should say so.
+
+        In a greenlet of its own, one at a time: a blackholed host would otherwise add up to
+        ``host_connect_timeout`` to an acquisition every ``host_down_for``. Each probe is bounded by
+        that timeout, so the greenlet ends on its own.
+        """
+        checker = self._checker
+        if checker is not None and not checker.dead:
+            return
         now = monotonic()
-        for host in self.hosts:
-            if host is serving or host.recheck_at > now or host.down_until > now:
-                continue
-            host.recheck_at = math.inf
+        due = [h for h in self.hosts if h is not serving and h.recheck_at <= now and h.down_until <= now]
+        if not due:
+            return
+        for host in due:
+            host.recheck_at = math.inf  # decided now: a concurrent connect does not pick them again
+        self._checker = gevent.spawn(self._probe_hosts, due, open_one)
+
+    def _probe_hosts(self, due: list[_Host], open_one: Callable[[str, int, float], Any]) -> None:
+        for host in due:
             host.attempts += 1
             try:
                 conn, role = self._open_and_probe(host, open_one)
@@ -490,13 +504,14 @@ class _Binding:
             return False
         return self.expires_at == math.inf or monotonic() < self.expires_at
 
-    def health_check(self, conn: Any) -> bool:
-        """The idle check: the role probe (a ping for target any), bounded by ``host_connect_timeout``.
+    def health_check(self, conn: Any, timeout: Optional[float] = None) -> bool:
+        """The idle check: the role probe (a ping for target any), bounded by ``host_connect_timeout``
+        (or ``timeout``, the caller's remaining deadline, when shorter).
 
         A timeout denies the host (a frozen server answers no ping) and closes the connection.
         """
         hosts, host = self.hosts, self.host
-        timeout = hosts.host_connect_timeout
+        timeout = hosts.host_connect_timeout if timeout is None else min(timeout, hosts.host_connect_timeout)
         timer = gevent.Timeout(timeout)
         timer.start()
         try:
