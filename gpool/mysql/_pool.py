@@ -18,6 +18,7 @@ from ..errors import ConnectFailedError, PoolExhaustedError
 from ..options import PoolOptions
 from ..pool import Pool
 from ._connection import _AUTOCOMMIT, _IN_TRANS, _SSL_KEYS, _TLS, MySQLConnection, _Secret, _statements
+from ._hosts import HostList, HostListStats, make_host_list
 from ._url import parse_url
 
 log = logging.getLogger("gpool.mysql")
@@ -76,15 +77,29 @@ class MySQLPool(PoolFacade):
     connect error as ``__cause__``). Driver errors from queries pass through unchanged. After
     :meth:`close` they raise :class:`gpool.PoolClosedError`.
 
-    Raises ``TypeError`` (wrong type, unknown keyword) or ``ValueError`` (bad value) naming the
-    parameter. The password never appears in ``repr()``, logs or error messages.
+    Several servers: ``hosts=["db1:3306", "db2:3306", "db3"]`` (instead of ``host``; ``port`` is the
+    default port of entries without one) and ``target``: ``"any"`` (default), ``"primary"``
+    (writable), ``"replica"`` (read-only) or ``"prefer-replica"``. A role probe runs on each new
+    connection and as the idle health check; ``host_order`` ``"sequential"`` or ``"random"``
+    (default: sequential for primary/any, random for the replica targets); a host that failed is
+    skipped for ``host_down_for`` seconds; each host gets ``host_connect_timeout`` (default:
+    ``connect_timeout``) for connect, greeting, authentication and probe. See docs/multihost.md and
+    :meth:`host_stats`.
+
+    Raises ``TypeError`` (wrong type, unknown keyword, ``host`` with ``hosts``) or ``ValueError``
+    (bad value) naming the parameter. The password never appears in ``repr()``, logs or error messages.
     """
 
     def __init__(
         self,
         *,
-        host: str = "localhost",
+        host: Optional[str] = None,
         port: int = 3306,
+        hosts: Optional[Sequence[str]] = None,
+        target: str = "any",
+        host_order: Optional[str] = None,
+        host_down_for: float = 5.0,
+        host_connect_timeout: Optional[float] = None,
         user: Optional[str] = None,
         password: str = "",
         database: Optional[str] = None,
@@ -106,6 +121,13 @@ class MySQLPool(PoolFacade):
             else:
                 raise TypeError(
                     f"unknown keyword argument {key!r}: neither a pool option nor a pymysql.connect() argument")
+        self._hosts: Optional[HostList] = make_host_list(
+            hosts=hosts, host=host, port=port, target=target, host_order=host_order, host_down_for=host_down_for,
+            host_connect_timeout=host_connect_timeout, connect_timeout=connect_kwargs.get("connect_timeout"),
+            name=lambda: self.name, unix_socket=connect_kwargs.get("unix_socket"))
+        if hosts is not None and self._hosts is not None:
+            host, port = self._hosts.hosts[0].host, self._hosts.hosts[0].port  # .host/.port: the first server
+        host = "localhost" if host is None else host
         _check_session_args(host=host, port=port, user=user, password=password, database=database,
                             init_command=init_command, autocommit=autocommit)
         self._setsession = _statements("setsession", setsession)
@@ -120,7 +142,8 @@ class MySQLPool(PoolFacade):
         self.user = user
         self.database = database
         self._tls: Optional[_TLS] = None  # built at the first connect: after monkey-patching, in the worker
-        target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
+        target = connect_kwargs.get("unix_socket") or (
+            ",".join(self._hosts.addresses) if self._hosts is not None else f"{host}:{port}")
         self._target = f"{user or ''}@{target}/{database or ''}"
         if pool_kwargs.get("name") is None:
             pool_kwargs["name"] = f"mysql://{self._target}"
@@ -277,8 +300,20 @@ class MySQLPool(PoolFacade):
             self._tls = tls = _TLS(pymysql.connections.Connection(defer_connect=True, **self._kwargs))
             mode = "off" if not tls.use_ssl else "preferred" if tls.required is False else "required"
             log.debug("pool %r: TLS %s, one SSLContext shared by its connections", self.name, mode)
+        if self._hosts is not None:
+            return self._hosts.connect(self._open_host)  # type: ignore[no-any-return]
         return MySQLConnection(setsession=self._setsession, _tls=tls, password=self._password.reveal(),
                                **self._kwargs)
+
+    def _open_host(self, host: str, port: int, timeout: float) -> MySQLConnection:
+        """One connection to one host of the list (the host list bounds the whole attempt by ``timeout``)."""
+        kwargs = dict(self._kwargs, host=host, port=port, connect_timeout=timeout)
+        return MySQLConnection(setsession=self._setsession, _tls=self._tls, password=self._password.reveal(), **kwargs)
+
+    def host_stats(self) -> Optional[HostListStats]:
+        """Per-host counters (attempts, connects, denials, role mismatches...) and the sticky primary,
+        for a pool with ``hosts`` or a ``target``; None for a single server with ``target="any"``."""
+        return self._hosts.stats() if self._hosts is not None else None
 
 
 def _check_session_args(*, host: Any, port: Any, user: Any, password: Any, database: Any, init_command: Any,
