@@ -27,8 +27,9 @@ os-deps:
 	@missing=""; \
 	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
-	ls /usr/lib/galera/libgalera_smm.so /usr/lib/galera-4/libgalera_smm.so /usr/lib/libgalera_smm.so \
-	  /usr/lib/*/galera/libgalera_smm.so >/dev/null 2>&1 || missing="$$missing galera-4"; \
+	galera=""; for f in /usr/lib/galera/libgalera_smm.so /usr/lib/galera-4/libgalera_smm.so \
+	  /usr/lib64/galera-4/libgalera_smm.so /usr/lib/libgalera_smm.so; do [ -e "$$f" ] && galera=$$f; done; \
+	[ -n "$$galera" ] || missing="$$missing galera-4"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing OS packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
