@@ -273,6 +273,18 @@ class Pool(PoolState, Generic[T]):
         if entry is not None:
             self._transfer(entry, to)
 
+    def _adopt(self, conn: T) -> None:
+        """The calling greenlet becomes the holder of ``conn`` (a no-op for one the pool does not hold).
+
+        For adapters whose driver's API lets any greenlet give a connection back (redis-py's
+        ``ConnectionPool.release``, SQLAlchemy's record check-in): the driver, not the greenlet, owns
+        the checkout there, and refuses a double return itself. Not for users: they call
+        :meth:`transfer` from the holder.
+        """
+        entry = self._in_use.get(id(conn))
+        if entry is not None:
+            self._transfer(entry, getcurrent())
+
     def drop_expired(self) -> int:
         """Close idle connections that are past ``idle_timeout``, ``max_lifetime`` or ``is_expired()``.
 

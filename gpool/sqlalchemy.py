@@ -223,9 +223,7 @@ class GeventPool(_SAPool):
             # which runs wherever the collection happens. SQLAlchemy's fairy, not the greenlet, owns a
             # record (it refuses a double checkin itself), so the returning greenlet takes it over.
             # Pool.transfer() is for the holder to call; this is the holder's claim made void.
-            entry = core._in_use.get(id(slot))
-            if entry is not None:
-                core._transfer(entry, me)
+            core._adopt(slot)
         slot.holder = None
         try:
             core.release(slot)

@@ -266,12 +266,15 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         """Give a connection back: reused when clean, else closed and its slot freed at once.
 
         Never raises for a connection that is not ours or already returned (redis-py's contract):
-        that is logged.
+        that is logged. Any greenlet may give a connection back here, as with redis-py's own pools
+        (``pubsub.run_in_thread()`` releases from its own greenlet): redis-py, not the greenlet, owns
+        the checkout.
         """
         slot = connection._gpool_slot if isinstance(connection, PooledConnection) else None
         if slot is None or slot.owner is not self:
             log.warning("pool %r: release() of a connection it does not own: ignored", self._pool.name)
             return
+        self._pool._adopt(slot)
         self._give_back(slot, False)
 
     def make_connection(self) -> Any:

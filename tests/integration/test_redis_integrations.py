@@ -176,11 +176,9 @@ def test_rq_queue_and_worker_on_a_redispool_client(redis_server, side):
         pool.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RQ's worker shares its PubSub connection with the PubSubWorkerThread greenlet (redis-py's "
-    "run_in_thread); that greenlet gives it back while the main greenlet, its holder, still lives: the "
-    "core refuses (ConnectionHeldError), RedisPool logs and ignores it, the slot stays in use"))
 def test_rq_worker_gives_back_its_pubsub_connection(redis_server, side):
+    # RQ's worker shares its PubSub connection with redis-py's run_in_thread greenlet, which gives it
+    # back while the subscriber greenlet still lives: redis-py's release() takes it from any greenlet.
     pytest.importorskip("rq")
     pool = _rq_burst(redis_server, side, f"gpool-rq-{uuid.uuid4().hex[:8]}")
     try:
