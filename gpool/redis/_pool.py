@@ -19,7 +19,7 @@ from redis.retry import Retry
 from .._adapter import PoolFacade
 from ..errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
 from ..pool import Pool, _number
-from ._connection import PooledConnection, _parser_is_clean, _pooled_class, _Slot
+from ._connection import PooledConnection, _pooled_class, _Slot
 from ._errors import RedisPoolClosedError, RedisPoolExhaustedError, _convert
 from ._url import _parse_url
 
@@ -136,7 +136,8 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             kwargs["retry"] = Retry(NoBackoff(), 0)
         # Lean connects: RESP2 needs no HELLO; no driver info means no CLIENT SETINFO and no package
         # metadata read per connection (redis-py 8.1: ~0.4 ms of CPU for each new Connection).
-        kwargs.setdefault("protocol", 2)
+        if kwargs.get("protocol") is None:  # None: the README's default, RESP2 (redis-py 8 would pick 3)
+            kwargs["protocol"] = 2
         if not any(key in kwargs for key in _DRIVER_KEYS):
             if _HAS_DRIVER_INFO:
                 kwargs["driver_info"] = None
@@ -144,12 +145,12 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
                 kwargs.update(lib_name=None, lib_version=None)
         # Maintenance notifications (redis-py 7+, RESP3) move and close connections behind the pool.
         maint_config = kwargs.pop("maint_notifications_config", None)
-        if maint_config is not None and getattr(maint_config, "enabled", False) is not False:
+        if maint_config is not None and getattr(maint_config, "enabled", False) is True:  # "auto": disabled
             raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
         maint: dict[str, Any] = {}
         if _HAS_MAINT_NOTIFICATIONS:
             from redis.maint_notifications import MaintNotificationsConfig
-            maint["maint_notifications_config"] = maint_config or MaintNotificationsConfig(enabled=False)
+            maint["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
 
         super().__init__(connection_class=connection_class, max_connections=max_connections, **maint, **kwargs)
         probe = self.make_connection()  # let redis-py reject unknown or bad keywords now (no I/O)
@@ -313,6 +314,14 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         for slot in self._live_slots():
             slot.conn.retry = retry
 
+    def update_maint_notifications_config(self, maint_notifications_config: Any, *args: Any, **kwargs: Any) -> None:
+        """redis-py's (the cluster client calls it under its RESP3 default): notifications stay disabled.
+
+        Raises ``ValueError`` for a config that explicitly enables them (``enabled=True``).
+        """
+        if getattr(maint_notifications_config, "enabled", False) is True:
+            raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
+
     def re_auth_callback(self, token: Any) -> None:
         """Streaming credentials: each connection re-authenticates when it is next returned."""
         for slot in self._live_slots():
@@ -360,7 +369,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             sock = conn._sock
             if sock is not None and sock is slot.polled and slot.epoch == self._epoch:
                 try:
-                    if not slot.poller.poll(0):
+                    if slot.is_clean():  # socket and redis-py's parser buffer
                         return conn
                 except BaseException:
                     pool.drop(slot)
@@ -396,7 +405,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
                 or conn._gpool_replies
                 or conn._gpool_state
                 or slot.epoch != self._epoch
-                or not _parser_is_clean(conn)
+                or not slot.is_clean()
             ):
                 self._pool.drop(slot)
                 return
