@@ -22,6 +22,7 @@ from ..pool import Pool, _number
 from ._connection import PooledConnection, _pooled_class, _Slot
 from ._errors import RedisPoolClosedError, RedisPoolExhaustedError, _convert
 from ._url import _parse_url
+from ._validate import check_connection_kwargs
 
 log = logging.getLogger("gpool.redis")
 
@@ -90,6 +91,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         connection_class: Optional[type] = None,
         **connection_kwargs: Any,
     ) -> None:
+        check_connection_kwargs(connection_kwargs)
         for key in ("cache", "cache_config"):
             if connection_kwargs.get(key) is not None:
                 raise ValueError(f"{key}: client-side caching is not supported by gpool.redis")
