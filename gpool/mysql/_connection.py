@@ -262,12 +262,16 @@ class MySQLConnection(pymysql.connections.Connection):
             error = _err.OperationalError(
                 CR.CR_SERVER_LOST, f"{where}: timed out after {took:.3f}s {step} (connect_timeout="
                 f"{self.connect_timeout})")
-        elif isinstance(exc, _err.MySQLError):
-            error = exc
+        elif isinstance(exc, _err.MySQLError) and exc.args and isinstance(exc.args[0], int) \
+                and exc.args[0] not in _CLIENT_CODES:
+            error = exc  # the server's own error (access denied, unknown database...): as it is
             return error
-        else:  # a greeting or reply PyMySQL could not parse (IndexError, struct.error, decode errors...)
+        elif isinstance(exc, _err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+            error = _err.OperationalError(exc.args[0], f"{where}: {step}: {exc.args[-1]}")
+        else:  # a greeting or reply PyMySQL could not parse (IndexError, struct.error, bad sequence...)
             error = _err.OperationalError(
-                CR.CR_SERVER_HANDSHAKE_ERR, f"{where}: bad reply from the server {step}: {type(exc).__name__}")
+                CR.CR_SERVER_HANDSHAKE_ERR, f"{where}: bad reply from the server {step}: {type(exc).__name__}: "
+                f"{exc}")
         error.__cause__ = exc
         return error
 
