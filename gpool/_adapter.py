@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Callable
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from .pool import Pool
 from .stats import PoolStats
@@ -46,6 +47,48 @@ class PoolFacade:
         Waiters and later calls get the pool's closed error.
         """
         self._pool.close()
+
+
+# -- from_url: splitting, shared by the adapters ----------------------------------------------------
+
+
+def split_url(url: Any, schemes: tuple[str, ...]) -> SplitResult:
+    """``urlsplit(url)`` for a URL that may hold a password: no error quotes credential text.
+
+    Rejects a user or password holding a raw ``/``, ``?`` or ``#`` (``urlsplit`` would cut the URL
+    there and put the rest of the password in the host, port or path), and characters that Unicode
+    normalisation (NFKC) turns into a delimiter (``urlsplit`` raises quoting the whole netloc).
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a string, got {type(url).__name__}")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        shown = f", got {scheme + '://'!r}" if sep and not set(scheme) & set("@:/?#") else ""
+        raise ValueError(f"url: scheme must be {' or '.join(s + '://' for s in schemes)}{shown}")
+    at = rest.rfind("@")
+    if at >= 0:
+        cuts = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+        end = min(cuts) if cuts else len(rest)
+        if end < at:  # an '@' after the host part: in the path or query, or in a password cut short
+            netloc = rest[:end]
+            port_text = netloc.rpartition(":")[2] if ":" in netloc else None
+            if (port_text is not None and not port_text.isdigit()) or "=" not in rest[end:at]:
+                raise ValueError("url: the user or password holds a raw '/', '?', '#' or '@': percent-encode "
+                                 "them (%2F, %3F, %23, %40)")
+    try:
+        return urlsplit(url)
+    except ValueError:  # its message quotes the netloc, password included
+        raise ValueError("url: the user, password or host holds a character that Unicode normalisation "
+                         "(NFKC) turns into '/', '?', '#', '@' or ':', or is malformed: percent-encode it") from None
+
+
+def url_shown(url: str, text: str) -> str:
+    """``repr(text)`` for an error message, unless ``text`` may be (part of) the URL's credentials."""
+    rest = url.partition("://")[2]
+    credentials = rest[:rest.rfind("@")] if "@" in rest else ""
+    if text and credentials and (text in credentials or text in unquote(credentials)):
+        return "(not shown: it may hold credentials)"
+    return repr(text)
 
 
 # -- from_url option parsers, shared by the adapters -----------------------------------------------

@@ -6,8 +6,10 @@ import itertools
 import logging
 import re
 import select
+import socket
 import struct
 from collections.abc import Sequence
+from time import monotonic
 from typing import Any, Optional
 
 import pymysql
@@ -17,7 +19,9 @@ from gevent import monkey
 from pymysql import err as _err
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
+from .._secret import quotes_secret, secret_forms
 from ..connection import socket_is_clean
+from ._reader import _Reader
 
 log = logging.getLogger("gpool.mysql")
 
@@ -66,6 +70,12 @@ _SSL_KEYS = ("ssl", "ssl_ca", "ssl_cert", "ssl_disabled", "ssl_key", "ssl_key_pa
 
 _Connection = pymysql.connections.Connection
 
+#: the longest the legacy health check (is_connected(), no deadline given) may wait for the ping
+HEALTH_CHECK_TIMEOUT = 1.0
+
+# Client-side error codes (CR_*, 2000-2999): raised by PyMySQL itself, not read from an error packet.
+_CLIENT_CODES = range(2000, 3000)
+
 # The real poll even under monkey-patching, as in gpool.connection: no hub switch for a zero timeout.
 _real_poll = monkey.get_original("select", "poll")
 
@@ -98,11 +108,28 @@ class MySQLConnection(pymysql.connections.Connection):
     ``pymysql.connect``.
     """
 
-    _result: Any  # PyMySQL's; declared for type checkers
     #: Set by a MySQLPool with a host list (gpool.mysql._hosts._Binding): its host's state and role probe.
     _gpool_host: Any = None
+    # PyMySQL's; declared for type checkers
+    _result: Any
+    _read_timeout: Optional[float]
+    _write_timeout: Optional[float]
+    _closed: bool
+    _gpool_deadline: Optional[float] = None
+    _gpool_reader: Optional[_Reader] = None
+    #: what connect() is doing (for the error when it times out or fails); "" once connected
+    _gpool_step = ""
 
     def __init__(self, *, setsession: Sequence[str] = (), _tls: Optional[_TLS] = None, **kwargs: Any) -> None:
+        password = kwargs.get("password")
+        if isinstance(password, str):
+            # PyMySQL encodes a str password as Latin-1 and raises a UnicodeEncodeError holding the
+            # whole password otherwise; UTF-8 is what the server's utf8mb4 clients send for the rest.
+            try:
+                password.encode("latin-1")
+            except UnicodeEncodeError:
+                kwargs["password"] = password.encode("utf-8", "surrogatepass")
+        self._gpool_secrets = secret_forms(password)
         # Set before PyMySQL's __init__, which calls connect() and so our override.
         self._gpool_setsession = _statements("setsession", setsession)
         self._gpool_autocommit = False  # the autocommit the session had once set up: restored on reset
@@ -128,19 +155,73 @@ class MySQLConnection(pymysql.connections.Connection):
 
     # -- PyMySQL overrides -----------------------------------------------------------------------
 
+    @property
+    def _rfile(self) -> Optional[_Reader]:
+        return self._gpool_reader
+
+    @_rfile.setter
+    def _rfile(self, value: Any) -> None:
+        # PyMySQL sets sock.makefile("rb") after connecting and after the TLS handshake; read through
+        # a _Reader instead, whose read-ahead is_clean() can see.
+        if value is not None:
+            value.close()  # only the file object: the socket stays open
+            value = _Reader(self._sock)
+        self._gpool_reader = value
+
     def connect(self, sock: Any = None) -> None:
-        """Connect (PyMySQL), then run ``setsession``. On failure the socket is closed and the error raised."""
-        super().connect(sock)
+        """Connect (PyMySQL), then run ``setsession``; all of it within ``connect_timeout``.
+
+        PyMySQL bounds only the TCP connect by ``connect_timeout``; here the greeting, the
+        authentication and the session set-up share that deadline too. On failure the socket is
+        closed and a ``pymysql.err.OperationalError`` names the step (2013 when it timed out); an
+        error whose text would show the password is replaced by one that does not.
+        """
+        started = monotonic()
+        limit = self.connect_timeout
+        self._gpool_step = "connecting"
+        saved = self._read_timeout, self._write_timeout
+        if limit is not None:
+            self._gpool_deadline = started + limit
+            self._read_timeout = self._write_timeout = limit  # PyMySQL applies these to the handshake's I/O
+        else:
+            self._gpool_deadline = None
+        error: Optional[Exception] = None
         try:
+            super().connect(sock)
+            self._gpool_step = "running setsession"
             self._run_setsession()
+            if not self.is_clean():  # the server sent what nobody asked for, or closed after the login
+                raise _err.OperationalError(
+                    CR.CR_SERVER_LOST, f"{self._gpool_where()}: the server sent unrequested data or closed "
+                    f"the connection after the handshake")
+        except Exception as exc:
+            self._force_close()
+            error = self._connect_error(exc, monotonic() - started)
+            if error is exc:
+                raise
         except BaseException:
             self._force_close()
             raise
+        finally:
+            self._read_timeout, self._write_timeout = saved
+            self._gpool_deadline = None
+            reader = self._gpool_reader
+            if reader is not None:
+                reader.deadline = None
+            self._gpool_step = ""
+        if error is not None:
+            raise error  # outside the except block: no implicit __context__ (it may show the password)
+        if self._sock is not None:
+            self._sock.settimeout(self._read_timeout)
+            self._current_timeout = self._read_timeout
         self._gpool_autocommit = self.get_autocommit()
         self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
-        # Once per socket rather than at every checkout: hasattr() on a gevent socket that lacks the
-        # attribute goes through a failing __getattr__ (~0.8 µs), and building and registering a
-        # poll object per check costs 0.2-0.5 µs more than keeping one (see _socket_is_clean).
+        self._classify_socket()
+
+    def _classify_socket(self) -> None:
+        """Once per socket rather than at every checkout: hasattr() on a gevent socket that lacks the
+        attribute goes through a failing __getattr__ (~0.8 µs), and building and registering a poll
+        object per check costs 0.2-0.5 µs more than keeping one (see is_clean)."""
         sock = self._sock
         if hasattr(sock, "getpeercert"):
             self._gpool_tls_sock = sock
@@ -151,6 +232,53 @@ class MySQLConnection(pymysql.connections.Connection):
             poller.register(fd, select.POLLIN | select.POLLPRI)
             self._gpool_tls_sock = None
             self._gpool_tcp_sock, self._gpool_tcp_fd, self._gpool_tcp_poll = sock, fd, poller.poll
+
+    def _get_server_information(self) -> None:
+        self._gpool_step = "reading the server's greeting"
+        reader = self._gpool_reader
+        if reader is not None:
+            reader.deadline = self._gpool_deadline
+        _Connection._get_server_information(self)
+
+    def _request_authentication(self) -> None:
+        self._gpool_step = "authenticating"
+        _Connection._request_authentication(self)
+        self._gpool_step = "setting up the session"
+        reader = self._gpool_reader  # a new one after a TLS handshake
+        if reader is not None:
+            reader.deadline = self._gpool_deadline
+
+    def _gpool_where(self) -> str:
+        target = self.unix_socket or f"{self.host}:{self.port}"
+        return f"connect to {target}"
+
+    def _connect_error(self, exc: Exception, took: float) -> Exception:
+        """The error connect() raises for ``exc``: names the step, never shows the password."""
+        step = self._gpool_step or "connecting"
+        where = self._gpool_where()
+        error: Exception
+        if quotes_secret(exc, self._gpool_secrets):
+            # No cause: the original would show it.
+            error = _err.OperationalError(
+                CR.CR_CONN_HOST_ERROR, f"{where} failed {step}: {type(exc).__name__} (its message is "
+                f"withheld: it shows the password)")
+            return error
+        if _timed_out(exc) or (self._gpool_deadline is not None and monotonic() >= self._gpool_deadline):
+            error = _err.OperationalError(
+                CR.CR_SERVER_LOST, f"{where}: timed out after {took:.3f}s {step} (connect_timeout="
+                f"{self.connect_timeout})")
+        elif isinstance(exc, _err.MySQLError) and exc.args and isinstance(exc.args[0], int) \
+                and exc.args[0] not in _CLIENT_CODES:
+            error = exc  # the server's own error (access denied, unknown database...): as it is
+            return error
+        elif isinstance(exc, _err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+            error = _err.OperationalError(exc.args[0], f"{where}: {step}: {exc.args[-1]}")
+        else:  # a greeting or reply PyMySQL could not parse (IndexError, struct.error, bad sequence...)
+            error = _err.OperationalError(
+                CR.CR_SERVER_HANDSHAKE_ERR, f"{where}: bad reply from the server {step}: {type(exc).__name__}: "
+                f"{exc}")
+        error.__cause__ = exc
+        return error
 
     def query(self, sql: Any, unbuffered: bool = False) -> int:
         """PyMySQL's ``query``, noting that the connection was used and whether the session changed."""
@@ -172,6 +300,18 @@ class MySQLConnection(pymysql.connections.Connection):
         """PyMySQL's ``rollback``."""
         super().rollback()
         self._gpool_used = False
+
+    def _read_query_result(self, unbuffered: bool = False) -> int:
+        try:
+            return _Connection._read_query_result(self, unbuffered)  # type: ignore[no-any-return]
+        except BaseException as exc:
+            # An error packet from the server ends its reply: the connection is in step. Anything
+            # else while a result is read (a conv= converter or a decode raising, gevent.Timeout, a
+            # kill) leaves the rest of the reply unread, for the next user: close the connection.
+            if not (isinstance(exc, _err.MySQLError) and exc.args and isinstance(exc.args[0], int)
+                    and exc.args[0] not in _CLIENT_CODES):
+                self._force_close()
+            raise
 
     def _write_bytes(self, data: bytes) -> None:
         try:
@@ -196,11 +336,9 @@ class MySQLConnection(pymysql.connections.Connection):
 
     def detach(self) -> None:
         """In a forked child: close this process's copy of the socket, without ``COM_QUIT``."""
-        sock, rfile = getattr(self, "_sock", None), getattr(self, "_rfile", None)
+        sock = getattr(self, "_sock", None)
         self._sock = None
         self._rfile = None
-        if rfile is not None:
-            rfile.raw.close()  # not rfile.close(): a greenlet parked in rfile.read() holds its lock
         if sock is not None:
             sock.close()
 
@@ -208,8 +346,11 @@ class MySQLConnection(pymysql.connections.Connection):
         """Close now: a best-effort ``COM_QUIT`` that never waits, then the socket.
 
         Unlike PyMySQL's ``close`` it never blocks (a stalled server or a half-written packet cannot
-        hold the caller) and never raises; calling it again does nothing.
+        hold the caller). As in PyMySQL (and DB-API 2.0), calling it again raises
+        ``pymysql.err.Error("Already closed")``.
         """
+        if self._closed:
+            raise _err.Error("Already closed")
         self._closed = True
         result = self._result
         if result is not None:
@@ -227,21 +368,60 @@ class MySQLConnection(pymysql.connections.Connection):
 
     # -- pool hooks --------------------------------------------------------------------------------
 
-    def is_connected(self) -> bool:
-        """``ping(reconnect=False)``; False when it fails. Called by the pool on connections idle > check_interval.
+    def is_clean(self) -> bool:
+        """True when nothing unread waits and the peer has not closed: no round trip, no hub switch.
 
-        On plain TCP a zero-round-trip check comes first: unread bytes on an idle connection (a reply
-        nobody read, the server's goodbye) or a closed peer mean it is unusable.
+        False when the connection is closed, when PyMySQL's reader holds bytes read ahead, when an
+        unbuffered result is still being read, or (plain TCP) when the socket is readable: unread
+        bytes or the server's goodbye. On TLS the socket itself is not polled (the server may send
+        session tickets at any time); the TLS layer's own buffer is checked.
         """
-        if not self._socket_is_clean():
+        sock = self._sock
+        if sock is None:
             return False
-        if self._gpool_host is not None:
-            return bool(self._gpool_host.health_check(self))  # the role probe, bounded by host_connect_timeout
+        if self._gpool_host is not None and not self._gpool_host.usable():
+            return False  # its host was denied, demoted or found split since: no I/O needed to know
+        reader = self._gpool_reader
+        if reader is None or reader.pos != len(reader.buf):
+            return False
+        result = self._result
+        if result is not None and result.unbuffered_active:
+            return False
+        if sock is self._gpool_tcp_sock:
+            # Same fd: the socket was not closed behind our back, whose number another socket may reuse
+            return sock.fileno() == self._gpool_tcp_fd and not self._gpool_tcp_poll(0)
+        if sock is self._gpool_tls_sock or hasattr(sock, "getpeercert"):
+            return not sock.pending()
+        return socket_is_clean(sock)  # a socket connect() did not see
+
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        """``COM_PING`` within ``timeout`` seconds (None: ``read_timeout``); False when it fails.
+
+        Checks :meth:`is_clean` before and after the ping: a reply nobody asked for that came with
+        the ping's own OK fails it too. The socket timeout is restored afterwards. A ping that times
+        out closes the connection (PyMySQL does on any failed read). Never raises for a failure.
+        """
+        if timeout is not None and timeout <= 0:
+            return False
+        if not self.is_clean():
+            return False
+        if self._gpool_host is not None:  # the role probe, bounded by host_connect_timeout and timeout
+            return bool(self._gpool_host.health_check(self, timeout)) and self.is_clean()
+        saved = self._read_timeout, self._write_timeout
+        if timeout is not None:
+            self._read_timeout = timeout if saved[0] is None else min(timeout, saved[0])
+            self._write_timeout = timeout if saved[1] is None else min(timeout, saved[1])
         try:
             self.ping(reconnect=False)
         except Exception:
             return False
-        return True
+        finally:
+            self._read_timeout, self._write_timeout = saved
+        return self.is_clean()
+
+    def is_connected(self) -> bool:
+        """:meth:`health_check` bounded by :data:`HEALTH_CHECK_TIMEOUT` (for pools that give no deadline)."""
+        return self.health_check(HEALTH_CHECK_TIMEOUT)
 
     def is_fatal(self, exc: BaseException) -> bool:
         """True when ``exc`` (raised while the connection was checked out) leaves it unusable.
@@ -262,7 +442,7 @@ class MySQLConnection(pymysql.connections.Connection):
             return code in _FATAL_CODES or (code == 0 and isinstance(exc, _err.InterfaceError))
         return False
 
-    def reset(self) -> None:
+    def reset(self) -> Optional[bool]:
         """Make the session what the pool configured for the next user; raise when it cannot.
 
         Rolls back a transaction that may be open and restores autocommit. With autocommit on, only
@@ -272,7 +452,8 @@ class MySQLConnection(pymysql.connections.Connection):
         ``ROLLBACK`` follows any statement not followed by ``commit()``/``rollback()``. After a
         session-changing statement it runs :meth:`reset_session` instead.
         Raising makes the pool drop the connection: a closed connection, or an unbuffered result
-        left unread (reading it all could take long).
+        left unread (reading it all could take long). Returns False (drop it) when it is not
+        :meth:`is_clean` afterwards.
         """
         if self._sock is None:
             raise _err.InterfaceError(0, "the connection was closed while checked out")
@@ -284,14 +465,16 @@ class MySQLConnection(pymysql.connections.Connection):
                 self._result = None  # the next user should not read our insert_id or rows
         if self._gpool_session_changed:
             self.reset_session()
-            return
-        status = self.server_status
-        if status & _IN_TRANS or (self._gpool_used and not status & _AUTOCOMMIT):
-            self.rollback()
+        else:
             status = self.server_status
-        self._gpool_used = False
-        if bool(status & _AUTOCOMMIT) != self._gpool_autocommit:
-            self.autocommit(self._gpool_autocommit)
+            if status & _IN_TRANS or (self._gpool_used and not status & _AUTOCOMMIT):
+                self.rollback()
+                status = self.server_status
+            self._gpool_used = False
+            if bool(status & _AUTOCOMMIT) != self._gpool_autocommit:
+                self.autocommit(self._gpool_autocommit)
+        # False (a quiet drop): bytes nobody asked for came with a reply, or the server closed.
+        return None if self.is_clean() else False
 
     def reset_session(self) -> None:
         """Reset the session on the server and set it up again, as after connect.
@@ -321,28 +504,9 @@ class MySQLConnection(pymysql.connections.Connection):
             self.autocommit(self._gpool_autocommit)
         self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
 
-    def is_clean(self) -> bool:
-        """The pool's zero-round-trip check, run before every handout (see :meth:`_socket_is_clean`)."""
-        return self._socket_is_clean()
-
     def _socket_is_clean(self) -> bool:
-        """The zero-round-trip check (:func:`gpool.connection.socket_is_clean`), made at every checkout.
-
-        False when the socket is closed, the peer closed it, or unread bytes wait on it. True without
-        looking on TLS: the peer may legitimately send session tickets, and the ping after
-        ``check_interval`` covers TLS connections.
-        """
-        sock = self._sock
-        if sock is None:
-            return False
-        if self._gpool_host is not None and not self._gpool_host.usable():
-            return False  # its host was denied, demoted or found split since this connection was made
-        if sock is self._gpool_tcp_sock:
-            # Same fd: the socket was not closed behind our back, whose number another socket may reuse
-            return sock.fileno() == self._gpool_tcp_fd and not self._gpool_tcp_poll(0)
-        if sock is self._gpool_tls_sock:
-            return True
-        return hasattr(sock, "getpeercert") or socket_is_clean(sock)  # a socket connect() did not see
+        """:meth:`is_clean` (the name the MySQL pool's checkout used)."""
+        return self.is_clean()
 
     def _run_setsession(self) -> None:
         if self._gpool_setsession:
@@ -403,3 +567,18 @@ def _statements(name: str, value: Any) -> tuple[str, ...]:
         if not isinstance(statement, str) or not statement.strip():
             raise ValueError(f"{name} must hold non-empty SQL strings, got {statement!r}")
     return tuple(value)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A socket timeout anywhere in the chain (PyMySQL wraps it in OperationalError 2013 or 2003)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (socket.timeout, TimeoutError)):
+            return True
+        todo += [current.__cause__, current.__context__, getattr(current, "original_exception", None)]
+    return False

@@ -20,6 +20,7 @@ from ..pool import Pool
 from ._connection import _AUTOCOMMIT, _IN_TRANS, _SSL_KEYS, _TLS, MySQLConnection, _Secret, _statements
 from ._hosts import HostList, HostListStats, make_host_list
 from ._url import parse_url
+from ._validate import check_connect_kwargs
 
 log = logging.getLogger("gpool.mysql")
 
@@ -350,6 +351,7 @@ def _commit_if_open(conn: MySQLConnection) -> None:
 
 def _check_connect_args(kwargs: Mapping[str, Any]) -> None:
     """Let PyMySQL validate the arguments now (no I/O: it does not connect nor build an SSLContext)."""
+    check_connect_kwargs(dict(kwargs))
     probe = {k: v for k, v in kwargs.items() if k not in _SSL_KEYS}
     charset = probe.get("charset")
     if charset:

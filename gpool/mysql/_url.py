@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import pymysql
 import pymysql.connections
 import pymysql.cursors
 
-from .._adapter import POOL_URL_OPTIONS, url_bool, url_float, url_int, url_none, url_str
+from .._adapter import POOL_URL_OPTIONS, split_url, url_bool, url_float, url_int, url_none, url_shown, url_str
 from ._hosts import HOST_URL_OPTIONS, parse_url_hosts
 
 # -- from_url option parsing -----------------------------------------------------------------------
@@ -63,14 +63,7 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 
 def parse_url(url: Any) -> dict[str, Any]:
     """The keyword arguments of ``MySQLPool`` that ``url`` stands for (see ``MySQLPool.from_url``)."""
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a string, got {type(url).__name__}")
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # its message may quote the netloc, password included
-        raise ValueError("url: malformed (expected mysql://user:password@host:port/database)") from None
-    if parts.scheme not in ("mysql", "mysql+pymysql"):
-        raise ValueError(f"url: scheme must be mysql:// or mysql+pymysql://, got {parts.scheme + '://'!r}")
+    parts = split_url(url, ("mysql", "mysql+pymysql"))
     if parts.fragment:
         raise ValueError("url: a fragment (#...) is not allowed")
     host_list = parts.netloc.rpartition("@")[2]  # urlsplit cannot parse a multi-host netloc's port
@@ -78,7 +71,7 @@ def parse_url(url: Any) -> dict[str, Any]:
         port = None if "," in host_list else parts.port
     except ValueError:
         text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        raise ValueError(f"url: port must be an integer from 1 to 65535, got {text!r}") from None
+        raise ValueError(f"url: port must be an integer from 1 to 65535, got {url_shown(url, text)}") from None
     options: dict[str, Any] = {}
     if "," in host_list:
         options["hosts"] = parse_url_hosts(unquote(host_list))
@@ -94,7 +87,7 @@ def parse_url(url: Any) -> dict[str, Any]:
         options["password"] = unquote(parts.password)
     path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
     if "/" in path:
-        raise ValueError(f"url: database must be a single path segment, got {path!r}")
+        raise ValueError(f"url: database must be a single path segment, got {url_shown(url, path)}")
     if path:
         options["database"] = path
     try:
@@ -107,7 +100,7 @@ def parse_url(url: Any) -> dict[str, Any]:
             setsession.append(text)
             continue
         if key not in _URL_OPTIONS:
-            raise ValueError(f"url: unknown option {key!r}")
+            raise ValueError(f"url: unknown option {url_shown(url, key)}")
         if key in options:
             raise ValueError(f"url: option {key!r} given more than once")
         options[key] = _URL_OPTIONS[key](key, text)

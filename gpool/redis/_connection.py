@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis.connection as _rconn
 from gevent.monkey import get_original
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import ResponseError as _ResponseError
+from redis.retry import Retry
 
 from ..connection import socket_is_clean
 
@@ -20,8 +22,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpool.redis")
 
-#: the longest a health-check PING may take (capped by the connection's socket_timeout)
+#: the longest the legacy health check (is_connected(), no deadline given) may wait for PONG
 HEALTH_CHECK_TIMEOUT = 1.0
+
+# One attempt: the pool's connect is retried by the pool (with backoff, within the caller's deadline),
+# never also by redis-py's Retry inside Connection.connect() (which a user's retry= would configure).
+_ONCE = Retry(NoBackoff(), 0)
+_HAS_SHOULD_RECONNECT = hasattr(_rconn.AbstractConnection, "should_reconnect")
 
 # The zero-round-trip check at checkout polls the socket with timeout 0 through the original (not
 # gevent's) poll object, kept per socket: ~0.5 us, where recv(MSG_PEEK) raising BlockingIOError
@@ -44,7 +51,7 @@ _STICKY = 8  # a state only a new connection undoes (subscribed, MONITOR, CLIENT
 
 # What a command does to the state. Keys are redis-py's own spellings, so the common case is one
 # dict lookup; other spellings ("multi", b"SELECT", "CLIENT", "setname") go through _kind_of().
-_K_MULTI, _K_EXEC, _K_WATCH, _K_UNWATCH, _K_SELECT, _K_CLIENT, _K_STICKY = range(7)
+_K_MULTI, _K_EXEC, _K_WATCH, _K_UNWATCH, _K_SELECT, _K_CLIENT, _K_STICKY, _K_BLOCK = range(8)
 _STICKY_COMMANDS = ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC", "RESET",
                     "HELLO", "AUTH", "QUIT", "READONLY", "READWRITE")
 _STICKY_CLIENT = ("REPLY", "TRACKING", "SETNAME", "NO-EVICT", "NO-TOUCH", "CACHING")
@@ -54,6 +61,16 @@ _COMMAND_KINDS: dict[str, int] = {
     **{name: _K_STICKY for name in _STICKY_COMMANDS},
     **{f"CLIENT {sub}": _K_STICKY for sub in _STICKY_CLIENT},
 }
+
+# Commands that wait on the server for their own timeout: where that timeout is, in seconds or ms.
+# Their reply may legitimately take longer than socket_timeout (BLPOP jobs 5 with the 5 s default).
+_BLOCKING: dict[str, tuple[str, float]] = {
+    **{name: ("last", 1.0) for name in ("BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN", "BZPOPMAX")},
+    "BLMPOP": ("first", 1.0), "BZMPOP": ("first", 1.0),
+    "WAIT": ("last", 0.001), "WAITAOF": ("last", 0.001),
+    "XREAD": ("BLOCK", 0.001), "XREADGROUP": ("BLOCK", 0.001),
+}
+_COMMAND_KINDS.update({name: _K_BLOCK for name in _BLOCKING})
 
 # Names (exact str) _gpool_track() found to change no state, so that GET costs a set lookup instead of
 # a call. Bounded: execute_command() takes any string, and a name left out only takes the slow path.
@@ -65,6 +82,25 @@ def _word(value: Any) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode("latin-1")
     return value.upper() if isinstance(value, str) else ""
+
+
+def _blocking_timeout(args: tuple[Any, ...]) -> Optional[float]:
+    """Seconds a blocking command may wait on the server (0: forever), or None when it does not block."""
+    where, unit = _BLOCKING[_word(args[0])]
+    try:
+        if where == "last":
+            value = float(args[-1])
+        elif where == "first":
+            value = float(args[1])
+        else:
+            words = [_word(arg) for arg in args[1:]]
+            words = words[:words.index("STREAMS")] if "STREAMS" in words else words  # keys may say BLOCK
+            if "BLOCK" not in words:
+                return None
+            value = float(args[1 + words.index("BLOCK") + 1])
+    except (IndexError, TypeError, ValueError):
+        return None  # malformed: the server answers with an error at once
+    return max(value, 0.0) * unit
 
 
 def _kind_of(args: tuple[Any, ...]) -> Optional[int]:
@@ -95,10 +131,13 @@ class PooledConnection:
     #: _MULTI | _WATCH | _DB | _STICKY bits
     _gpool_state = 0
     _gpool_handshake = False
-    #: commands packed by pack_commands(), counted once send_packed_command() sent them
-    _gpool_batch: Optional[list[Any]] = None
+    #: (packed, commands) of the last pack_commands(): counted once send_packed_command() sent it
+    _gpool_batch: Optional[tuple[Any, list[Any]]] = None
     #: the pool's record of this connection (set by the pool that made it)
     _gpool_slot: Optional[_Slot] = None
+    #: the server-side timeout (s; 0: none) of the blocking command whose reply is read next
+    _gpool_block: Optional[float] = None
+    retry: Any  # redis-py's
 
     def _gpool_track(self, args: tuple[Any, ...]) -> None:
         name = args[0]
@@ -116,6 +155,9 @@ class PooledConnection:
             kind = _kind_of(args)
             if kind is None:
                 return
+        if kind == _K_BLOCK:
+            self._gpool_block = _blocking_timeout(args)
+            return
         state = self._gpool_state
         if kind == _K_MULTI:
             state |= _MULTI
@@ -139,25 +181,34 @@ class PooledConnection:
 
     # -- redis-py overrides ------------------------------------------------------------------------
 
-    def on_connect(self, *args: Any, **kwargs: Any) -> Any:
-        outer, self._gpool_handshake = self._gpool_handshake, True
-        try:
-            return super().on_connect(*args, **kwargs)  # type: ignore[misc]
-        finally:
-            self._gpool_handshake = outer
-            if not outer:  # a new session: nothing owed, nothing changed
-                self._gpool_replies = 0
-                self._gpool_state = 0
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """redis-py's ``connect``, tried once: the pool retries connects, with backoff, in its deadline.
 
-    def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:  # redis-py >= 6
+        Everything sent while connecting is handshake, not the user's session: ``AUTH``, ``HELLO``,
+        ``SELECT``, ``CLIENT SETINFO`` and whatever a ``redis_connect_func`` sends (the cluster
+        client's ``READONLY``).
+        """
+        retry = self.retry
+        self.retry = _ONCE
+        try:
+            return self._gpool_handshaking(super().connect, args, kwargs)  # type: ignore[misc]
+        finally:
+            self.retry = retry
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:  # redis-py >= 6: also lazy reconnects
+        return self._gpool_handshaking(super().connect_check_health, args, kwargs)  # type: ignore[misc]
+
+    def _gpool_handshaking(self, call: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        fresh = self._sock is None  # type: ignore[attr-defined]
         outer, self._gpool_handshake = self._gpool_handshake, True
         try:
-            return super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+            return call(*args, **kwargs)
         finally:
             self._gpool_handshake = outer
-            if not outer:
+            if fresh and not outer:  # a new session: nothing owed, nothing changed
                 self._gpool_replies = 0
                 self._gpool_state = 0
+                self._gpool_block = None
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         super().send_command(*args, **kwargs)  # type: ignore[misc]
@@ -171,24 +222,32 @@ class PooledConnection:
     def pack_commands(self, commands: Any) -> Any:
         commands = list(commands)
         packed = super().pack_commands(commands)  # type: ignore[misc]
-        # Until this batch is sent, an instance attribute routes send_packed_command() through the
-        # counting below; single commands (counted by send_command()) never pay for that extra call.
-        self._gpool_batch = commands
-        self.__dict__["send_packed_command"] = self._gpool_send_batch
+        # Counted when this very object is sent: callers may look up send_packed_command before
+        # calling pack_commands (the cluster pipeline does), so no per-instance rerouting.
+        self._gpool_batch = (packed, commands)
         return packed
 
-    def _gpool_send_batch(self, command: Any, check_health: bool = True) -> None:
-        batch, self._gpool_batch = self._gpool_batch, None
-        self.__dict__.pop("send_packed_command", None)  # before the send: a reconnect's handshake must not see it
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        batch = self._gpool_batch
+        if batch is None or batch[0] is not command:
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        self._gpool_batch = None
         super().send_packed_command(command, check_health)  # type: ignore[misc]
-        if batch is not None and not self._gpool_handshake:
-            for args in batch:
+        if not self._gpool_handshake:
+            for args in batch[1]:
                 self._gpool_track(args)
-            self._gpool_replies += len(batch)
+            self._gpool_replies += len(batch[1])
+            self._gpool_block = None  # inside a batch (MULTI) nothing blocks
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        block = self._gpool_block
         try:
-            response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+            if block is None:
+                response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+            else:
+                self._gpool_block = None
+                response = self._gpool_read_blocking(block, args, kwargs)
         except _ResponseError:
             if not self._gpool_handshake:
                 self._gpool_replies -= 1  # an error reply is a reply
@@ -196,6 +255,19 @@ class PooledConnection:
         if not self._gpool_handshake:
             self._gpool_replies -= 1
         return response
+
+    def _gpool_read_blocking(self, block: float, args: Any, kwargs: Any) -> Any:
+        """The reply of a blocking command: socket_timeout counts from the end of its own timeout."""
+        sock = self._sock  # type: ignore[attr-defined]
+        base = self.socket_timeout  # type: ignore[attr-defined]
+        if sock is None or base is None:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        sock.settimeout(None if block == 0 else block + base)
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            if self._sock is sock:  # type: ignore[attr-defined]
+                sock.settimeout(base)
 
 
 _pooled_classes: dict[type, type] = {}
@@ -215,12 +287,17 @@ def _pooled_class(cls: Any) -> type:
 
 
 def _parser_is_clean(conn: Any) -> bool:
-    """No bytes read from the socket and left unparsed (redis-py's pure-Python parser; hiredis: assumed)."""
+    """No bytes read from the socket and left unparsed, in redis-py's parser (Python or hiredis)."""
+    parser = conn._parser
     try:
-        unread = conn._parser._buffer.unread_bytes
-    except AttributeError:  # hiredis (its buffer is a bytearray), or no buffer yet
-        return True
-    return not unread()
+        return not parser._buffer.unread_bytes()  # the pure-Python RESP2/RESP3 parsers
+    except AttributeError:  # hiredis, or not connected (no buffer)
+        pass
+    if getattr(parser, "_next_response", False) is not False:  # hiredis: a reply can_read() parsed
+        return False
+    reader = getattr(parser, "_reader", None)
+    has_data = getattr(reader, "has_data", None)  # hiredis >= 3
+    return not (has_data is not None and has_data())
 
 
 class _Slot:
@@ -241,36 +318,45 @@ class _Slot:
         self.poller: Any = None
         conn._gpool_slot = self
 
-    def socket_is_clean(self) -> bool:
-        """Connected, the server has not closed the socket and no unread bytes wait: no round trip."""
-        sock = self.conn._sock
-        if sock is None:
+    def is_clean(self) -> bool:
+        """Nothing unread, the server has not closed, redis-py wants no reconnect: no round trip.
+
+        False when the connection is closed, when its socket is readable (unread bytes or the
+        server's goodbye), when redis-py's parser holds bytes already read from the socket (a reply
+        nobody asked for that came in the same segment as a real one), or when redis-py marked it
+        for reconnection (``should_reconnect()``, maintenance notifications), and for a connection
+        of an older epoch (``disconnect()`` was called since it was opened).
+        """
+        conn = self.conn
+        sock = conn._sock
+        if sock is None or self.epoch != self.owner._epoch:
             return False
         if _poll is None:  # pragma: no cover
-            return socket_is_clean(sock)
-        if sock is not self.polled:  # a new socket (reconnected): its own registration
-            try:
-                poller = _poll()
-                poller.register(sock.fileno(), _POLL_MASK)
-            except (OSError, ValueError):  # closed meanwhile
+            if not socket_is_clean(sock):
                 return False
-            self.poller, self.polled = poller, sock
-        return not self.poller.poll(0)
+        else:
+            if sock is not self.polled:  # a new socket (reconnected): its own registration
+                try:
+                    poller = _poll()
+                    poller.register(sock.fileno(), _POLL_MASK)
+                except (OSError, ValueError):  # closed meanwhile
+                    return False
+                self.poller, self.polled = poller, sock
+            if self.poller.poll(0):
+                return False
+        if not _parser_is_clean(conn):
+            return False
+        return not (_HAS_SHOULD_RECONNECT and conn.should_reconnect())
 
-    def is_clean(self) -> bool:
-        """The pool's check before every handout: no round trip, no yield.
-
-        False for a connection of an older epoch (``disconnect()`` was called), a closed socket, one
-        the server closed or with unread bytes in the socket or in the parser's buffer.
-        """
-        return self.epoch == self.owner._epoch and self.socket_is_clean() and _parser_is_clean(self.conn)
+    #: the name RedisPool's checkout used
+    socket_is_clean = is_clean
 
     def __repr__(self) -> str:
         return f"<gpool.redis slot {self.conn!r}>"
 
     def open(self) -> None:
         self.conn.connect()
-        if not self.socket_is_clean():
+        if not self.is_clean():
             raise self.refusal()
 
     def refusal(self) -> Exception:
@@ -283,11 +369,15 @@ class _Slot:
         try:
             if conn._sock is not None:
                 conn._sock.settimeout(0.1)  # the bytes are there already; the connection is discarded
+                conn._gpool_handshake = True  # not a reply the user owes
                 conn.read_response()
+                reason = "sent a reply nobody asked for after the handshake"
         except (_ResponseError, _RedisConnectionError) as exc:  # redis-py raises "max number of clients..."
             reason = f"refused the connection: {exc}"
         except Exception:
             pass
+        finally:
+            conn._gpool_handshake = False
         return _RedisConnectionError(f"{conn._host_error()}: the server {reason}")
 
     def close(self) -> None:
@@ -298,18 +388,31 @@ class _Slot:
         """In a forked child: close this process's copy of the socket only (no shutdown, no QUIT)."""
         self.conn.disconnect()
 
-    def is_connected(self) -> bool:
-        """Zero-round-trip checks, then ``PING`` (the core calls this after ``check_interval`` idle)."""
+    def health_check(self, timeout: Optional[float] = None) -> bool:
+        """``PING`` within ``timeout`` seconds (None: ``socket_timeout``); False when it fails.
+
+        :meth:`is_clean` before and after: a reply nobody asked for that came with the PONG fails
+        it too. The socket timeout is restored afterwards; a PING that fails or times out
+        disconnects (redis-py does). Never raises for a failure.
+        """
         conn = self.conn
         sock = conn._sock
-        if sock is None or not self.socket_is_clean() or not _parser_is_clean(conn):
+        if sock is None or (timeout is not None and timeout <= 0) or not self.is_clean():
             return False
-        timeout = conn.socket_timeout
-        sock.settimeout(HEALTH_CHECK_TIMEOUT if timeout is None else min(timeout, HEALTH_CHECK_TIMEOUT))
+        base = conn.socket_timeout
+        sock.settimeout(base if timeout is None else timeout if base is None else min(timeout, base))
         try:
             conn.send_command("PING", check_health=False)
             reply = conn.read_response()
+        except Exception:
+            log.debug("pool %r: health check failed", self.owner._pool.name, exc_info=True)
+            return False
         finally:
             if conn._sock is sock:
-                sock.settimeout(timeout)
-        return reply in (b"PONG", "PONG") and conn._gpool_replies == 0
+                sock.settimeout(base)
+        return reply in (b"PONG", "PONG") and conn._gpool_replies == 0 and self.is_clean()
+
+    def is_connected(self) -> bool:
+        """:meth:`health_check` bounded by :data:`HEALTH_CHECK_TIMEOUT` (for a core that gives no deadline)."""
+        base = self.conn.socket_timeout
+        return self.health_check(HEALTH_CHECK_TIMEOUT if base is None else min(base, HEALTH_CHECK_TIMEOUT))

@@ -20,9 +20,10 @@ from .._adapter import PoolFacade
 from ..errors import ConnectionHeldError, ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
 from ..options import PoolOptions, _default_permanent, check_number
 from ..pool import Pool
-from ._connection import PooledConnection, _parser_is_clean, _pooled_class, _Slot
+from ._connection import PooledConnection, _pooled_class, _Slot
 from ._errors import _convert
 from ._url import _parse_url
+from ._validate import check_connection_kwargs
 
 log = logging.getLogger("gpool.redis")
 
@@ -105,7 +106,8 @@ def _connection_kwargs(connection_kwargs: dict[str, Any], **address: Any) -> dic
         kwargs["retry"] = Retry(NoBackoff(), 0)
     # Lean connects: RESP2 needs no HELLO; no driver info means no CLIENT SETINFO and no package
     # metadata read per connection (redis-py 8.1: ~0.4 ms of CPU for each new Connection).
-    kwargs.setdefault("protocol", 2)
+    if kwargs.get("protocol") is None:  # None: the README's default, RESP2 (redis-py 8 would pick 3)
+        kwargs["protocol"] = 2
     if not any(key in kwargs for key in _DRIVER_KEYS):
         if _HAS_DRIVER_INFO:
             kwargs["driver_info"] = None
@@ -113,11 +115,11 @@ def _connection_kwargs(connection_kwargs: dict[str, Any], **address: Any) -> dic
             kwargs.update(lib_name=None, lib_version=None)
     # Maintenance notifications (redis-py 7+, RESP3) move and close connections behind the pool.
     maint_config = kwargs.pop("maint_notifications_config", None)
-    if maint_config is not None and getattr(maint_config, "enabled", False) is not False:
+    if maint_config is not None and getattr(maint_config, "enabled", False) is True:  # "auto": disabled
         raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
     if _HAS_MAINT_NOTIFICATIONS:
         from redis.maint_notifications import MaintNotificationsConfig
-        kwargs["maint_notifications_config"] = maint_config or MaintNotificationsConfig(enabled=False)
+        kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     return kwargs
 
 
@@ -156,6 +158,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         command_retry = {"retry": kwargs.pop("retry")} if "retry" in kwargs else {}
         pool_kwargs, connection_kwargs = PoolOptions.split(kwargs)
         connection_kwargs.update(command_retry)
+        check_connection_kwargs(connection_kwargs)
         if "connect_retries" in connection_kwargs:
             pool_kwargs["retry"] = check_number("connect_retries", connection_kwargs.pop("connect_retries"),
                                                 integer=True, allow_none=True)
@@ -316,6 +319,14 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         for slot in self._live_slots():
             slot.conn.retry = retry
 
+    def update_maint_notifications_config(self, maint_notifications_config: Any, *args: Any, **kwargs: Any) -> None:
+        """redis-py's (the cluster client calls it under its RESP3 default): notifications stay disabled.
+
+        Raises ``ValueError`` for a config that explicitly enables them (``enabled=True``).
+        """
+        if getattr(maint_notifications_config, "enabled", False) is True:
+            raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
+
     def re_auth_callback(self, token: Any) -> None:
         """Streaming credentials: each connection re-authenticates when it is next returned."""
         for slot in self._live_slots():
@@ -364,7 +375,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
                 or conn._gpool_replies
                 or conn._gpool_state
                 or slot.epoch != self._epoch
-                or not _parser_is_clean(conn)
+                or not slot.is_clean()
             ):
                 self._pool.drop(slot)
                 return

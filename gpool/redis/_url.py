@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 # Absolute imports (Python 3): this is redis-py, not this module.
-from .._adapter import POOL_URL_OPTIONS, url_bool, url_float, url_int, url_none, url_str
+from .._adapter import POOL_URL_OPTIONS, split_url, url_bool, url_float, url_int, url_none, url_shown, url_str
 
 # -- from_url ------------------------------------------------------------------------------------------
 
@@ -41,12 +41,8 @@ _SSL_ONLY = frozenset(key for key in _URL_OPTIONS if key.startswith("ssl_"))
 
 
 def _parse_url(url: Any) -> dict[str, Any]:
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a string, got {type(url).__name__}")
-    parts = urlsplit(url)
+    parts = split_url(url, ("redis", "rediss", "unix"))
     scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"url: scheme must be redis://, rediss:// or unix://, got {parts.scheme + '://'!r}")
     if parts.fragment:
         raise ValueError("url: a fragment (#...) is not allowed")
     options: dict[str, Any] = {}
@@ -63,7 +59,7 @@ def _parse_url(url: Any) -> dict[str, Any]:
             port = parts.port
         except ValueError:
             text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-            raise ValueError(f"url: port must be an integer from 1 to 65535, got {text!r}") from None
+            raise ValueError(f"url: port must be an integer from 1 to 65535, got {url_shown(url, text)}") from None
         if parts.hostname:
             options["host"] = unquote(parts.hostname)
         if port is not None:
@@ -75,7 +71,7 @@ def _parse_url(url: Any) -> dict[str, Any]:
             try:
                 options["db"] = int(path)
             except ValueError:
-                raise ValueError(f"url: the path must be the database number, got {path!r}") from None
+                raise ValueError(f"url: the path must be the database number, got {url_shown(url, path)}") from None
         if scheme == "rediss":
             options["ssl"] = True
     try:
@@ -88,7 +84,7 @@ def _parse_url(url: Any) -> dict[str, Any]:
         if parse is None:
             hint = " (redis-py's Retry object cannot be given in a URL; connect attempts are connect_retries)" \
                 if key == "retry" else ""
-            raise ValueError(f"url: unknown option {key!r}{hint}")
+            raise ValueError(f"url: unknown option {url_shown(url, key)}{hint}")
         if key in _SSL_ONLY and scheme != "rediss":
             raise ValueError(f"url: option {key!r} needs a rediss:// URL")
         if key in seen:

@@ -138,7 +138,8 @@ def test_helpers_and_connection_return_real_pymysql_results(
     with alone.cursor() as cur:  # usable without a pool, like pymysql.connect()
         assert scalar(cur, "SELECT @alone") == 1
     alone.close()
-    alone.close()  # idempotent, never raises
+    with pytest.raises(pymysql.err.Error, match="Already closed"):  # as PyMySQL documents (DB-API 2.0)
+        alone.close()
     assert not alone.open
     pool.close()
     assert pool.closed
@@ -557,9 +558,8 @@ def test_socket_closed_behind_the_pools_back_is_never_handed_out(
     pool = make_pool(max_connections=1, autocommit=True, check_interval=60.0)
     with pool.connection() as conn:
         first = conn.thread_id()
-        fd = conn._sock.fileno()
-        conn._rfile.close()  # (the makefile holds a reference: the fd closes with the last one)
-        conn._sock.close()
+    fd = conn._sock.fileno()
+    conn._sock.close()  # while idle: a socket closed on return is already dropped by reset()
     os.dup2(side._sock.fileno(), fd)  # the fd number now names a healthy, idle socket
     try:
         with pool.connection() as conn, conn.cursor() as cur:

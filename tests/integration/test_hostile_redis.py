@@ -1,0 +1,166 @@
+"""gpool.redis against hostile servers and with redis-py's own machinery.
+
+Fake RESP servers send replies nobody asked for (after AUTH, after the pool's PING), answer PING
+slowly or refuse the password; against the private Redis: blocking commands longer than
+socket_timeout, redis_connect_func, packed batches, should_reconnect(), maintenance notifications,
+retry= and protocol=None.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from time import monotonic  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from redis.backoff import ConstantBackoff  # noqa: E402
+from redis.retry import Retry  # noqa: E402
+
+from gpool.redis import RedisPool  # noqa: E402
+from tests.hostile_servers import FakeRedis  # noqa: E402
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def fake_pool(server: FakeRedis, **kwargs: Any) -> RedisPool:
+    return RedisPool(host="127.0.0.1", port=server.port, max_connections=1, timeout=2.0, **kwargs)
+
+
+def test_reply_sent_with_the_auth_ok_never_reaches_a_caller() -> None:
+    with FakeRedis("stale_after_auth") as server:
+        server.data[b"k"] = b"real"
+        pool = fake_pool(server, password="pw", connect_retries=0)
+        try:
+            with pytest.raises(redis.ConnectionError) as info:
+                pool.client().get("k")
+            assert b"STALE" not in repr(info.value).encode()
+            assert "nobody asked for" in str(info.value) or "nobody asked for" in str(info.value.__cause__)
+        finally:
+            pool.close()
+
+
+def test_reply_sent_after_the_pools_ping_never_reaches_a_caller() -> None:
+    with FakeRedis("stale_after_ping") as server:
+        server.data.update({b"a": b"1", b"b": b"2", b"c": b"3"})
+        pool = fake_pool(server, check_interval=0.0)
+        client = pool.client()
+        try:
+            for key, value in ((b"a", b"1"), (b"b", b"2"), (b"c", b"3")):
+                gevent.sleep(0.01)  # idle >= check_interval: PINGed at the next checkout
+                assert client.get(key) == value
+            assert pool.stats().check_failures >= 1
+        finally:
+            pool.close()
+
+
+def test_health_check_waits_the_callers_timeout_not_one_second() -> None:
+    with FakeRedis("slow_pong", delay=1.3) as server:
+        pool = fake_pool(server, socket_timeout=5.0)
+        try:
+            conn = pool.get_connection()
+            slot = conn._gpool_slot
+            pool.release(conn)
+            began = monotonic()
+            assert slot.health_check(3.0) is True
+            assert 1.2 < monotonic() - began < 2.5
+            assert slot.health_check(0.3) is False  # and a shorter deadline is kept
+        finally:
+            pool.close()
+
+
+def test_user_retry_policy_does_not_multiply_connect_attempts() -> None:
+    with FakeRedis("wrong_password") as server:
+        pool = fake_pool(server, password="bad", connect_retries=1, retry_delay=0.01,
+                         retry=Retry(ConstantBackoff(0.01), 3))
+        try:
+            with pytest.raises(redis.ConnectionError):
+                pool.client().get("k")
+            assert server.sessions == 2  # the pool's two attempts, not 2 x 4
+        finally:
+            pool.close()
+
+
+def test_blocking_command_longer_than_socket_timeout_works(redis_server: Any) -> None:
+    pool = RedisPool(**redis_server.connect_kwargs(), socket_timeout=0.3)
+    client = pool.client()
+    try:
+        client.delete("hostile:jobs")
+        began = monotonic()
+        assert client.blpop(["hostile:jobs"], timeout=1) is None  # waits 1 s on the server, no TimeoutError
+        assert 0.9 < monotonic() - began < 1.5
+        gevent.spawn_later(0.5, client.rpush, "hostile:jobs", "job")
+        assert client.blpop(["hostile:jobs"], timeout=2) == (b"hostile:jobs", b"job")
+        assert client.ping()  # the socket timeout is back to 0.3 s and the connection reused
+        assert pool.stats().closed == 0
+    finally:
+        pool.close()
+
+
+def test_redis_connect_func_commands_are_handshake(redis_server: Any) -> None:
+    def connect_func(conn: Any) -> None:
+        conn.on_connect()
+        conn.send_command("CLIENT", "SETNAME", "hostile")
+        assert conn.read_response() in (b"OK", "OK")
+
+    pool = RedisPool(**redis_server.connect_kwargs(), redis_connect_func=connect_func)
+    client = pool.client()
+    try:
+        for _ in range(20):
+            client.get("hostile:k")
+        assert pool.stats().created == 1 and client.client_getname() in (b"hostile", "hostile")
+    finally:
+        pool.close()
+
+
+def test_packed_batch_counted_when_send_is_looked_up_before_packing(redis_server: Any) -> None:
+    pool = RedisPool(**redis_server.connect_kwargs())
+    try:
+        for _ in range(5):
+            conn = pool.get_connection()
+            send = conn.send_packed_command  # the cluster pipeline's evaluation order
+            send(conn.pack_commands([("SET", "hostile:p", "1"), ("GET", "hostile:p")]))
+            assert conn.read_response() == b"OK" and conn.read_response() == b"1"
+            pool.release(conn)
+        assert pool.stats().created == 1 and pool.stats().closed == 0
+    finally:
+        pool.close()
+
+
+def test_should_reconnect_honoured_on_return(redis_server: Any) -> None:
+    pool = RedisPool(**redis_server.connect_kwargs())
+    try:
+        conn = pool.get_connection()
+        if not hasattr(conn, "mark_for_reconnect"):
+            pytest.skip("redis-py without should_reconnect()")
+        conn.mark_for_reconnect()
+        pool.release(conn)
+        again = pool.get_connection()
+        assert again is not conn and pool.stats().created == 2
+        pool.release(again)
+    finally:
+        pool.close()
+
+
+def test_default_maint_notifications_config_accepted_and_disabled(redis_server: Any) -> None:
+    maint = pytest.importorskip("redis.maint_notifications")
+    pool = RedisPool(**redis_server.connect_kwargs(), maint_notifications_config=maint.MaintNotificationsConfig())
+    try:
+        assert pool.client().ping()
+        assert not pool.maint_notifications_enabled()
+        pool.update_maint_notifications_config(maint.MaintNotificationsConfig())  # the cluster client's call
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="maint_notifications_config"):
+        RedisPool(**redis_server.connect_kwargs(), maint_notifications_config=maint.MaintNotificationsConfig(
+            enabled=True))
+
+
+def test_protocol_none_means_resp2(redis_server: Any) -> None:
+    pool = RedisPool(**redis_server.connect_kwargs(), protocol=None)
+    try:
+        assert pool.client().client_info()["resp"] == "2"
+    finally:
+        pool.close()
