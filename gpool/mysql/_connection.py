@@ -222,7 +222,7 @@ class MySQLConnection(pymysql.connections.Connection):
         """Once per socket rather than at every checkout: hasattr() on a gevent socket that lacks the
         attribute goes through a failing __getattr__ (~0.8 µs), and building and registering a poll
         object per check costs 0.2-0.5 µs more than keeping one (see is_clean)."""
-        sock = self._sock
+        sock: Any = self._sock
         if hasattr(sock, "getpeercert"):
             self._gpool_tls_sock = sock
             self._gpool_tcp_sock, self._gpool_tcp_fd, self._gpool_tcp_poll = None, -1, None
