@@ -142,7 +142,10 @@ class PooledConnection:
     def on_connect(self, *args: Any, **kwargs: Any) -> Any:
         outer, self._gpool_handshake = self._gpool_handshake, True
         try:
-            return super().on_connect(*args, **kwargs)  # type: ignore[misc]
+            result = super().on_connect(*args, **kwargs)  # type: ignore[misc]
+            if not outer and self._gpool_slot is not None:
+                self._gpool_slot.owner._after_connect(self)
+            return result
         finally:
             self._gpool_handshake = outer
             if not outer:  # a new session: nothing owed, nothing changed
@@ -152,7 +155,10 @@ class PooledConnection:
     def on_connect_check_health(self, *args: Any, **kwargs: Any) -> Any:  # redis-py >= 6
         outer, self._gpool_handshake = self._gpool_handshake, True
         try:
-            return super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+            result = super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+            if not outer and self._gpool_slot is not None:
+                self._gpool_slot.owner._after_connect(self)
+            return result
         finally:
             self._gpool_handshake = outer
             if not outer:
@@ -259,6 +265,10 @@ class _Slot:
 
     def __repr__(self) -> str:
         return f"<gpool.redis slot {self.conn!r}>"
+
+    def is_clean(self) -> bool:
+        """The core's zero-round-trip check at every handout: still current for its pool, socket clean."""
+        return self.owner._slot_is_current(self) and self.socket_is_clean() and _parser_is_clean(self.conn)
 
     def open(self) -> None:
         self.conn.connect()

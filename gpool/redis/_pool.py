@@ -325,6 +325,15 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
     def _get_in_use_connections(self) -> set[Any]:
         return {slot.conn for slot, _, _ in self._pool.checked_out()}
 
+    # -- hooks for subclasses (SentinelRedisPool) ------------------------------------------------------
+
+    def _slot_is_current(self, slot: _Slot) -> bool:
+        """At every checkout and return, no round trip: may this connection still be used?"""
+        return True
+
+    def _after_connect(self, conn: Any) -> None:
+        """After every handshake, inside it (not counted as the user's commands); raise to refuse."""
+
     # -- internals --------------------------------------------------------------------------------------
 
     def _new_slot(self) -> _Slot:
@@ -358,7 +367,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             # slot.socket_is_clean() inlined: a socket the slot's poller already watches.
             conn = slot.conn
             sock = conn._sock
-            if sock is not None and sock is slot.polled and slot.epoch == self._epoch:
+            if sock is not None and sock is slot.polled and slot.epoch == self._epoch and self._slot_is_current(slot):
                 try:
                     if not slot.poller.poll(0):
                         return conn
@@ -368,7 +377,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             refusal = None
             try:
                 clean = slot.socket_is_clean()
-                if clean and slot.epoch == self._epoch:
+                if clean and slot.epoch == self._epoch and self._slot_is_current(slot):
                     return slot.conn
                 log.debug("pool %r: connection closed by the server or not clean at checkout: dropped",
                           pool.name)
@@ -396,6 +405,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
                 or conn._gpool_replies
                 or conn._gpool_state
                 or slot.epoch != self._epoch
+                or not self._slot_is_current(slot)
                 or not _parser_is_clean(conn)
             ):
                 self._pool.drop(slot)
