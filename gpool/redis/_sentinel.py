@@ -100,12 +100,22 @@ class _SentinelConnection:
 
     def _connect(self) -> Any:
         target = self._gpool_target
-        if target is None:
-            target = self.connection_pool._reconnect_address()
-            self.host, self.port = target
-        sock = super()._connect()  # type: ignore[misc]
-        self._gpool_address = target
-        return sock
+        if target is not None:
+            sock = super()._connect()  # type: ignore[misc]
+            self._gpool_address = target
+            return sock
+        # A reconnect redis-py makes by itself: the replicas in turn, as connect() would.
+        error: Optional[OSError] = None
+        for address in self.connection_pool._reconnect_addresses():
+            self.host, self.port = address
+            try:
+                sock = super()._connect()  # type: ignore[misc]
+            except OSError as exc:
+                error = exc
+                continue
+            self._gpool_address = address
+            return sock
+        raise error if error is not None else OSError("no address to connect to")
 
 
 _sentinel_classes: dict[type, type] = {}
@@ -406,11 +416,17 @@ class SentinelRedisPool(RedisPool):
 
     # -- resolution ------------------------------------------------------------------------------------
 
-    def _reconnect_address(self) -> Address:
-        """Where a reconnect redis-py makes on its own goes (outside ``connect_to``)."""
+    def _reconnect_addresses(self) -> Iterator[Address]:
+        """Where a reconnect redis-py makes on its own goes (outside ``connect_to``), in order."""
         if self._is_master:
-            return self.get_master_address()
-        return next(iter(self.rotate_slaves()))
+            yield self.get_master_address()
+            return
+        rotation = self.rotate_slaves()
+        while True:
+            try:
+                yield next(rotation)
+            except SlaveNotFoundError:
+                return
 
     def _ensure_watcher(self) -> _SwitchWatcher:
         watcher = self._watcher

@@ -24,10 +24,10 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Optional
 
 import gevent
-from gevent.hub import Waiter, get_hub
 
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
+from gevent.hub import Waiter, get_hub
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
