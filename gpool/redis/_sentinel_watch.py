@@ -169,9 +169,12 @@ def _ask_sentinels(clients: list[Any], manager: Any, service_name: str, replicas
     """Ask every sentinel concurrently, at most ``timeout`` seconds in all; a sentinel that did not
     answer in time counts as an error. Raises only what interrupts the caller (Timeout, kill)."""
 
-    def ask(client: Any) -> tuple[dict[str, Any], Optional[list[Any]]]:
-        state = client.execute_command("SENTINEL MASTER", service_name)
-        found = client.execute_command("SENTINEL SLAVES", service_name) if replicas else None
+    def ask(client: Any) -> Any:
+        try:
+            state = client.execute_command("SENTINEL MASTER", service_name)
+            found = client.execute_command("SENTINEL SLAVES", service_name) if replicas else None
+        except Exception as exc:  # returned, not raised: gevent would print every refused sentinel
+            return exc
         return state, found
 
     greenlets = [gevent.spawn(ask, client) for client in clients]
@@ -188,7 +191,7 @@ def _ask_sentinels(clients: list[Any], manager: Any, service_name: str, replicas
         if not glet.ready():
             result.errors.append(f"{_where(client)}: no answer in {timeout:.3f}s")
         elif not glet.successful() or isinstance(glet.value, BaseException):
-            exc = glet.exception
+            exc = glet.value if glet.successful() else glet.exception
             result.errors.append(f"{_where(client)}: {type(exc).__name__}: {exc}")
         else:
             state, found = glet.value
