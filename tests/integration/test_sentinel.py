@@ -193,10 +193,11 @@ def test_no_write_acknowledged_after_the_switch_is_lost(fresh_cluster: SentinelC
         watch.kill()
     lost_after = ours.missing_on(new, switched + 0.5)
     theirs_lost_after = theirs.missing_on(new, switched + 0.5)
-    print(f"\nfailover: gpool {len(ours.acked)} acked, {ours.missing_on(new)} lost in all, {lost_after} lost "
-          f"of those acked >0.5 s after +switch-master, {len(ours.failures)} errors; redis-py "
-          f"{len(theirs.acked)} acked, {theirs.missing_on(new)} lost in all, {theirs_lost_after} lost after, "
-          f"{len(theirs.failures)} errors")
+    print(f"\nfailover: gpool {len(ours.acked)} acked, {ours.missing_on(new)} lost in all, "
+          f"{ours.missing_on(new, switched)} of them acked after the first +switch-master, {lost_after} more "
+          f"than 0.5 s after, {len(ours.failures)} errors; redis-py {len(theirs.acked)} acked, "
+          f"{theirs.missing_on(new)} lost in all, {theirs.missing_on(new, switched)} after the switch, "
+          f"{theirs_lost_after} more than 0.5 s after, {len(theirs.failures)} errors")
     assert lost_after == 0
     assert [address for address in history if address is not None] == [("127.0.0.1", old), ("127.0.0.1", new)]
     stats = pool.sentinel_stats()
