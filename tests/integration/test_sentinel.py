@@ -534,37 +534,3 @@ def test_watcher_does_not_keep_gevent_wait_alive(cluster: SentinelCluster) -> No
     out = subprocess.run([sys.executable, "-c", code, *ports], capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 3
-
-
-# -- soak (make soak) -----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_soak_repeated_failovers_lose_nothing_after_the_switch(fresh_cluster: SentinelCluster,
-                                                               pools: list[Any]) -> None:
-    cluster = fresh_cluster
-    seconds = float(os.environ.get("GPOOL_SOAK_SECONDS", "60"))
-    pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, max_connections=10, timeout=10,
-                                         socket_timeout=2)
-    pools.append(pool)
-    end = monotonic() + seconds
-    rounds = 0
-    while monotonic() < end:
-        clock = SwitchClock(cluster)
-        writers = Writers(pool.client(), f"soak:{uuid.uuid4().hex[:8]}").start(10)
-        try:
-            old = cluster.master_port()
-            wait_until(lambda w=writers: len(w.acked) > 200, 10, "writes")
-            cluster.failover(rounds % len(cluster.sentinels))
-            switched = clock.wait(20)
-            new = cluster.wait_for_new_master(old, 20)
-            cluster.wait_role(old, "slave", 30)
-        finally:
-            writers.finish()
-            clock.close()
-        assert writers.missing_on(new, switched + 0.5) == 0
-        rounds += 1
-        cluster.wait_ready(30)
-    assert pool.sentinel_stats().master_switches == rounds
-
