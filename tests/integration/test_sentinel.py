@@ -198,6 +198,9 @@ def test_no_write_acknowledged_after_the_switch_is_lost(fresh_cluster: SentinelC
           f"than 0.5 s after, {len(ours.failures)} errors; redis-py {len(theirs.acked)} acked, "
           f"{theirs.missing_on(new)} lost in all, {theirs.missing_on(new, switched)} after the switch, "
           f"{theirs_lost_after} more than 0.5 s after, {len(theirs.failures)} errors")
+    times = sorted(at for _, at in ours.acked)
+    gap, gap_at = max((b - a, a - switched) for a, b in zip(times, times[1:]))
+    print(f"gpool: longest pause between two acknowledgements {gap:.3f}s, {gap_at:+.3f}s from the switch")
     assert lost_after == 0
     assert [address for address in history if address is not None] == [("127.0.0.1", old), ("127.0.0.1", new)]
     stats = pool.sentinel_stats()
