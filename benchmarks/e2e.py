@@ -124,6 +124,10 @@ MYSQL_POOLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SQLAlchemy QueuePool (reset_on_return=None)": ("creator=pymysql.connect, max_overflow=0; no reset",
                                                     ("SQLAlchemy", "PyMySQL")),
     "connect per request": ("pymysql.connect() + close() around each query", ("PyMySQL",)),
+    "SQLAlchemy Core, GeventPool": ("engine.connect() + execute(text(SQL)), pool_size=M; rollback on return",
+                                    ("gpool", "SQLAlchemy", "PyMySQL")),
+    "SQLAlchemy Core, QueuePool": ("engine.connect() + execute(text(SQL)), pool_size=M, max_overflow=0; "
+                                   "rollback on return", ("SQLAlchemy", "PyMySQL")),
 }
 
 
@@ -199,6 +203,8 @@ def mysql_request(name: str, server: dict[str, Any], size: int) -> tuple[Request
                 conn.close()
 
         return through_dbutils, dpool.close
+    if name.startswith("SQLAlchemy Core"):
+        return _sqlalchemy_core_request(name, kw, size)
     if name.startswith("SQLAlchemy"):
         from sqlalchemy.pool import QueuePool
 
@@ -224,3 +230,29 @@ def mysql_request(name: str, server: dict[str, Any], size: int) -> tuple[Request
 
         return per_request, lambda: None
     raise KeyError(name)
+
+
+def _sqlalchemy_core_request(name: str, kw: dict[str, Any], size: int) -> tuple[Request, Closer]:
+    """Case 4 through SQLAlchemy Core: an Engine with GeventPool or QueuePool, same connect options."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import URL
+    from sqlalchemy.pool import QueuePool
+
+    from gpool.sqlalchemy import GeventPool
+
+    url = URL.create("mysql+pymysql", username=kw["user"], password=kw.get("password") or None,
+                     host=kw["host"], port=kw["port"], database=kw.get("database"))
+    connect_args = {k: v for k, v in kw.items() if k not in ("user", "password", "host", "port", "database")}
+    if name.endswith("GeventPool"):
+        engine = create_engine(url, poolclass=GeventPool, pool_size=size, pool_timeout=10, connect_args=connect_args)
+    else:
+        engine = create_engine(url, poolclass=QueuePool, pool_size=size, max_overflow=0, pool_timeout=10,
+                               connect_args=connect_args)
+    statement = text(SQL)
+
+    def through_engine() -> Any:
+        with engine.connect() as conn:
+            return conn.execute(statement).fetchall()
+
+    return through_engine, engine.dispose
+

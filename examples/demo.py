@@ -305,6 +305,30 @@ def summary(runs: list[Run], final_stats: dict[str, Any], cost: Optional[float])
     return lines
 
 
+def next_steps(origin: dict[str, str]) -> list[str]:
+    """Where a newcomer goes after the demo: the quick start, then this app with its /metrics page."""
+    here = os.path.relpath(HERE)
+    python = os.path.relpath(sys.executable)
+    if python.startswith(".."):  # an interpreter outside this directory: its full path reads better
+        python = sys.executable
+    if origin["mysql"] == origin["redis"] == "private":
+        # The demo's servers are gone: start long-lived ones on the ports the README's examples default to.
+        servers = [f"  servers      {python} -m gpool.testing redis --port 16379   (in a terminal of its own;",
+                   f"               {python} -m gpool.testing mysql --port 13306    the same, in another)"]
+        env = "GPOOL_MYSQL_URL=mysql://root@127.0.0.1:13306/test GPOOL_REDIS_URL=redis://127.0.0.1:16379/0 "
+    else:
+        servers, env = [], ""  # the user's own servers, named by the variables already set
+    return [
+        "where to look next:",
+        '  quick start  README.md, "Quick start": 15 lines to paste, against the servers below',
+        *servers,
+        f"  this app     {env}{python} {os.path.join(here, 'wsgi_app.py')}",
+        "               then http://127.0.0.1:8000/metrics (Prometheus), /stats (JSON), /mysql, /redis",
+        "  the details  docs/configuration.md, docs/mysql.md, docs/redis.md, docs/gunicorn.md, "
+        "docs/observability.md",
+    ]
+
+
 # -- main ------------------------------------------------------------------------------------------------
 
 
@@ -373,6 +397,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     verdict = "FAILED: some pooled requests were not answered correctly" if failed else \
         "every pooled request got its own token back"
     print(f"{verdict}; demo took {time.monotonic() - began:.1f}s")
+    print()
+    for line in next_steps(origin):
+        print(line)
     return 1 if failed else 0
 
 

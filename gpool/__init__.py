@@ -6,20 +6,39 @@
 import logging
 
 from .connection import Connection, TcpConnection
-from .errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
+from .errors import (
+    ConnectFailedError,
+    ConnectionHeldError,
+    ConnectionNotFoundError,
+    PoolClosedError,
+    PoolDeadlockError,
+    PoolError,
+    PoolExhaustedError,
+    PoolQueueFullError,
+    PoolThreadError,
+    PoolTimeoutError,
+)
+from .options import PoolOptions
 from .pool import Pool
 from .reaper import ConnectionReaper
 from .stats import PoolStats
 
 __all__ = [
+    "ConnectFailedError",
     "Connection",
+    "ConnectionHeldError",
     "ConnectionNotFoundError",
     "ConnectionReaper",
     "Pool",
     "PoolClosedError",
+    "PoolDeadlockError",
     "PoolError",
     "PoolExhaustedError",
+    "PoolOptions",
+    "PoolQueueFullError",
     "PoolStats",
+    "PoolThreadError",
+    "PoolTimeoutError",
     "TcpConnection",
 ]
 

@@ -1,12 +1,36 @@
-"""Private records the pool keeps: one per connection, one per waiting greenlet."""
+"""The pool's private record of one connection: timestamps, usage, holder and its optional hooks.
+
+Private to gpool: not the place to import from.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Optional
 
+import gevent
 from greenlet import greenlet
 
 from .connection import Connection
+
+log = logging.getLogger("gpool")
+
+# Exceptions that end a greenlet. A Timeout firing while a connection closes in their wake must not
+# replace them: the caller's `with gevent.Timeout` would swallow its own Timeout and the killed
+# greenlet would run on.
+_KILLS = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+
+
+def close_quietly(close: Callable[[], Any], name: str, during: Optional[BaseException]) -> None:
+    """Call a connection's ``close``: errors are logged; a Timeout firing meanwhile is re-raised unless
+    it would replace ``during``, a kill in flight (see ``_KILLS``). The kill guard lives only here."""
+    try:
+        close()
+    except Exception:
+        log.debug("pool %r: close() raised", name, exc_info=True)
+    except gevent.Timeout:
+        if not isinstance(during, _KILLS):
+            raise
 
 
 def _hook(conn: Any, name: str) -> Optional[Callable[..., Any]]:
@@ -15,9 +39,10 @@ def _hook(conn: Any, name: str) -> Optional[Callable[..., Any]]:
 
 
 class _Entry:
-    """What the pool knows about one connection: timestamps, usage and its optional hooks.
+    """What the pool knows about one connection.
 
-    The hooks are looked up once, at creation, so checkout and release pay no ``getattr``.
+    The hooks are looked up once, at creation, so checkout and release pay no ``getattr``; a hook the
+    connection does not have (or the base class's no-op) is None and costs one truth test.
     """
 
     __slots__ = (
@@ -25,12 +50,14 @@ class _Entry:
         "close",
         "conn",
         "created_at",
+        "dead_reported",
         "expires_at",
         "fast_until",
         "fresh_for",
         "gen",
+        "health_check",
         "holder",
-        "is_connected",
+        "is_clean",
         "is_expired",
         "is_fatal",
         "key",
@@ -54,19 +81,27 @@ class _Entry:
         self.expires_at = expires_at
         #: a release at or after this moment closes the connection (lifetime, max_usage, pool closed)
         self.retire_at = expires_at
-        #: until then a checkout needs neither an expiry nor a health check (the fast path)
+        #: until then a checkout needs neither an expiry test nor a health check (the fast path)
         self.fast_until = now
         #: how long after a release the connection counts as fresh (set by the pool)
         self.fresh_for = 0.0
-        #: where it was acquired and whether its leak was reported (leak_timeout only)
+        #: where it was acquired and whether its leak (or its holder's death) was reported
         self.stack: Any = None
         self.leak_reported = False
+        self.dead_reported = False
         self.gen = gen
         self.usage = 0
         self.holder: Optional[greenlet] = None
         self.native = isinstance(conn, Connection)
         self.close = _hook(conn, "close")
-        self.is_connected = _hook(conn, "is_connected")
+        self.is_clean = _hook(conn, "is_clean")
+        # The yielding check, given the caller's remaining deadline; is_connected() is the older form.
+        check = _hook(conn, "health_check")
+        if check is None:
+            connected = _hook(conn, "is_connected")
+            if connected is not None:
+                check = lambda timeout: connected()  # noqa: E731 - bounded by the pool's own Timeout
+        self.health_check: Optional[Callable[[Optional[float]], Any]] = check
         self.reset = _hook(conn, "reset")
         if self.native and type(conn).reset is Connection.reset:
             self.reset = None  # the base no-op: skip the call on every release
@@ -79,38 +114,3 @@ class _Entry:
         ):
             is_expired = None  # the base implementation with no lifetime can never say yes
         self.is_expired = is_expired
-
-
-# Waiter states. A waiter is granted exactly once, by the greenlet that pops it from the queue,
-# without yielding; the waiter then wakes and takes what it was given.
-WAITING = 0
-GOT_ENTRY = 1  # ``entry`` is the connection handed over, already tracked as in use by this waiter
-GOT_SLOT = 2  # a slot was reserved for this waiter (pending += 1): it must connect or give it back
-CLOSED = 3  # the pool was closed
-RETRY = 4  # the process forked: start the acquisition again
-GONE = 5  # left the queue (timed out, killed); nothing was granted
-
-
-class _Waiter:
-    __slots__ = ("blocked", "deadline", "entry", "gen", "greenlet", "grow_at", "loop", "state")
-
-    def __init__(self, glet: greenlet, gen: int, loop: Any, deadline: float, grow_at: float) -> None:
-        self.greenlet = glet
-        self.gen = gen
-        #: the event loop of the waiting greenlet's hub: wake-ups are scheduled on it
-        self.loop = loop
-        #: when the wait gives up (monotonic); inf for none
-        self.deadline = deadline
-        #: when a waiter that queued by choice, below the cap, stops waiting and connects; inf for none
-        self.grow_at = grow_at
-        self.state = WAITING
-        self.entry: Optional[_Entry] = None
-        #: True only while the greenlet is parked in hub.switch(); a late wake-up must not resume
-        #: the greenlet somewhere else
-        self.blocked = False
-
-
-def wake(waiter: _Waiter) -> None:
-    """Hub callback: resume a parked waiter (a no-op when it already resumed for another reason)."""
-    if waiter.blocked:
-        waiter.greenlet.switch()

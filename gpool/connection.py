@@ -44,10 +44,13 @@ def socket_is_clean(sock: _socket.socket) -> bool:
 class Connection(abc.ABC):
     """Abstract base for pooled connections.
 
-    The pool calls :meth:`open` once after the factory built the object, :meth:`is_connected` before
-    handing out a connection that sat idle longer than the pool's ``check_interval``, :meth:`reset` when
-    the connection comes back, :meth:`is_fatal` when the user's block raised, :meth:`is_expired` at
-    checkout and in the reaper, and :meth:`close` exactly once when the pool discards it.
+    The pool calls :meth:`open` once after the factory built the object; before handing out a
+    connection that sat idle longer than the pool's ``check_interval``, ``health_check(timeout)`` when
+    the class defines it (given the caller's remaining deadline) or else :meth:`is_connected`;
+    ``is_clean()``, when defined, before every handout (it must not yield: a zero-round-trip look at
+    the socket and any read buffer); :meth:`reset` when the connection comes back, :meth:`is_fatal`
+    when the user's block raised, :meth:`is_expired` at checkout and in the reaper, ``detach()`` (when
+    defined) in a forked child, and :meth:`close` exactly once when the pool discards it.
     """
 
     def __init__(self, lifetime: Optional[float] = None) -> None:
@@ -123,6 +126,18 @@ class TcpConnection(Connection):
         sock, self.socket = self.socket, None
         if sock is not None:
             sock.close()
+
+    def is_clean(self) -> bool:
+        """The pool's check before every handout: open, the peer has not closed, nothing unread."""
+        return self.socket is not None and socket_is_clean(self.socket)
+
+    def detach(self) -> None:
+        """In a forked child: close this process's copy of the socket (no goodbye on the wire).
+
+        A greenlet of the parent that gevent also runs in the child, parked reading a reply, then
+        gets an error instead of the parent's reply.
+        """
+        self.close()
 
     def is_connected(self) -> bool:
         """A zero-round-trip check: the peer has not closed and no unread bytes are waiting.

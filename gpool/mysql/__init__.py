@@ -21,9 +21,14 @@ What the pool does with each connection (see :class:`MySQLConnection`):
   connection was lost (errors 2006, 2013, 2014, 2055, server shutdown or kill); SQL errors keep it;
 * pings it (``ping(reconnect=False)``) before handing it out after it sat idle longer than
   ``check_interval``, and never re-runs a statement.
+
+Several servers with a role: ``MySQLPool(hosts=["db1:3306", "db2:3306"], target="primary")`` (see
+``docs/multihost.md``).
 """
 
 from ._connection import MySQLConnection
-from ._pool import MySQLPool
+from ._hosts import HostListStats, HostStats, HostTimeoutError, NoHostAvailableError
+from ._pool import MySQLConnectFailedError, MySQLPool
 
-__all__ = ["MySQLConnection", "MySQLPool"]
+__all__ = ["HostListStats", "HostStats", "HostTimeoutError", "MySQLConnectFailedError", "MySQLConnection", "MySQLPool",
+           "NoHostAvailableError"]

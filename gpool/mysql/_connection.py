@@ -99,6 +99,8 @@ class MySQLConnection(pymysql.connections.Connection):
     """
 
     _result: Any  # PyMySQL's; declared for type checkers
+    #: Set by a MySQLPool with a host list (gpool.mysql._hosts._Binding): its host's state and role probe.
+    _gpool_host: Any = None
 
     def __init__(self, *, setsession: Sequence[str] = (), _tls: Optional[_TLS] = None, **kwargs: Any) -> None:
         # Set before PyMySQL's __init__, which calls connect() and so our override.
@@ -233,6 +235,8 @@ class MySQLConnection(pymysql.connections.Connection):
         """
         if not self._socket_is_clean():
             return False
+        if self._gpool_host is not None:
+            return bool(self._gpool_host.health_check(self))  # the role probe, bounded by host_connect_timeout
         try:
             self.ping(reconnect=False)
         except Exception:
@@ -249,6 +253,8 @@ class MySQLConnection(pymysql.connections.Connection):
         """
         if self._sock is None:
             return True
+        if self._gpool_host is not None and self._gpool_host.role_error(exc):
+            return True  # read-only or not-ready host (1290, 1836, 1047): dropped, its host suspect
         if isinstance(exc, (OSError, EOFError)):
             return True
         if isinstance(exc, _err.MySQLError) and exc.args:
@@ -315,6 +321,10 @@ class MySQLConnection(pymysql.connections.Connection):
             self.autocommit(self._gpool_autocommit)
         self._gpool_session_changed = self._gpool_db_changed = self._gpool_used = False
 
+    def is_clean(self) -> bool:
+        """The pool's zero-round-trip check, run before every handout (see :meth:`_socket_is_clean`)."""
+        return self._socket_is_clean()
+
     def _socket_is_clean(self) -> bool:
         """The zero-round-trip check (:func:`gpool.connection.socket_is_clean`), made at every checkout.
 
@@ -325,6 +335,8 @@ class MySQLConnection(pymysql.connections.Connection):
         sock = self._sock
         if sock is None:
             return False
+        if self._gpool_host is not None and not self._gpool_host.usable():
+            return False  # its host was denied, demoted or found split since this connection was made
         if sock is self._gpool_tcp_sock:
             # Same fd: the socket was not closed behind our back, whose number another socket may reuse
             return sock.fileno() == self._gpool_tcp_fd and not self._gpool_tcp_poll(0)

@@ -6,7 +6,6 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from time import monotonic
 from typing import Any, Optional
 
 import pymysql
@@ -15,8 +14,11 @@ import pymysql.cursors
 from pymysql.charset import charset_by_name
 
 from .._adapter import PoolFacade
+from ..errors import ConnectFailedError, PoolExhaustedError
+from ..options import PoolOptions
 from ..pool import Pool
 from ._connection import _AUTOCOMMIT, _IN_TRANS, _SSL_KEYS, _TLS, MySQLConnection, _Secret, _statements
+from ._hosts import HostList, HostListStats, make_host_list
 from ._url import parse_url
 
 log = logging.getLogger("gpool.mysql")
@@ -28,31 +30,36 @@ _CONNECT_ARGS = frozenset(
 ) - {"host", "port", "user", "password", "database", "init_command", "autocommit", "defer_connect",
      "passwd", "db"}
 
-# Every other keyword of gpool.Pool (max_waiting, max_usage, retry, retry_delay, name, leak_timeout,
-# on_checkout...) passes through MySQLPool(**kwargs) unchanged.
-_POOL_ARGS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "factory", "options"}
+#: Connect errors no retry cures: access denied (1044, 1045), unknown database (1049), an
+#: authentication plugin the client cannot use (1251, 2059), and bad arguments.
+_PERMANENT_CODES = frozenset({1044, 1045, 1049, 1251, 2059})
 
 
-_pool_acquire = Pool.acquire
+def _is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, (TypeError, ValueError)):
+        return True
+    return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in _PERMANENT_CODES
+
+
+class MySQLConnectFailedError(ConnectFailedError, pymysql.err.OperationalError):
+    """:class:`gpool.ConnectFailedError` that is also PyMySQL's ``OperationalError``, with the driver's
+    error code as ``args[0]`` (1045 access denied, 2003 cannot connect...), so code written against
+    PyMySQL catches it unchanged."""
 
 
 class _CorePool(Pool[MySQLConnection]):
-    """The core pool, plus a zero-round-trip check of every connection it hands out."""
+    """The core pool; its connect failures are also PyMySQL's ``OperationalError``."""
 
-    def acquire(self, timeout: Optional[float] = None) -> MySQLConnection:
-        # The core pings only connections idle longer than check_interval; one the server closed
-        # sooner (KILL, restart, wait_timeout) has a readable socket: drop it and take the next.
-        # The first attempt passes timeout through unchanged; only a retry pays for the arithmetic
-        # (a number instead of None would also make the core validate it on every call).
-        start = monotonic()
-        conn = _pool_acquire(self, timeout)
-        while True:
-            if conn._socket_is_clean():
-                return conn
-            self.drop(conn, "check_failed")
-            if timeout is None:
-                timeout = self._timeout
-            conn = _pool_acquire(self, None if timeout is None else max(0.0, start + timeout - monotonic()))
+    def _exhausted(self, attempt: Any, kind: Optional[type[PoolExhaustedError]] = None,
+                   why: str = "") -> PoolExhaustedError:
+        error = super()._exhausted(attempt, kind, why)
+        if not isinstance(error, ConnectFailedError):
+            return error
+        cause = error.__cause__
+        code = cause.args[0] if isinstance(cause, pymysql.err.MySQLError) and cause.args else 2003
+        converted = MySQLConnectFailedError(code if isinstance(code, int) else 2003, str(error))
+        converted.__cause__ = cause
+        return converted
 
 
 class MySQLPool(PoolFacade):
@@ -70,35 +77,41 @@ class MySQLPool(PoolFacade):
     connect error as ``__cause__``). Driver errors from queries pass through unchanged. After
     :meth:`close` they raise :class:`gpool.PoolClosedError`.
 
-    Raises ``TypeError`` (wrong type, unknown keyword) or ``ValueError`` (bad value) naming the
-    parameter. The password never appears in ``repr()``, logs or error messages.
+    Several servers: ``hosts=["db1:3306", "db2:3306", "db3"]`` (instead of ``host``; ``port`` is the
+    default port of entries without one) and ``target``: ``"any"`` (default), ``"primary"``
+    (writable), ``"replica"`` (read-only) or ``"prefer-replica"``. A role probe runs on each new
+    connection and as the idle health check; ``host_order`` ``"sequential"`` or ``"random"``
+    (default: sequential for primary/any, random for the replica targets); a host that failed is
+    skipped for ``host_down_for`` seconds; each host gets ``host_connect_timeout`` (default:
+    ``connect_timeout``) for connect, greeting, authentication and probe. See docs/multihost.md and
+    :meth:`host_stats`.
+
+    Raises ``TypeError`` (wrong type, unknown keyword, ``host`` with ``hosts``) or ``ValueError``
+    (bad value) naming the parameter. The password never appears in ``repr()``, logs or error messages.
     """
 
     def __init__(
         self,
         *,
-        host: str = "localhost",
+        host: Optional[str] = None,
         port: int = 3306,
+        hosts: Optional[Sequence[str]] = None,
+        target: str = "any",
+        host_order: Optional[str] = None,
+        host_down_for: float = 5.0,
+        host_connect_timeout: Optional[float] = None,
         user: Optional[str] = None,
         password: str = "",
         database: Optional[str] = None,
-        max_connections: int = 10,
-        initial_connections: int = 0,
-        timeout: Optional[float] = 30.0,
-        idle_timeout: Optional[float] = 600.0,
-        max_lifetime: Optional[float] = 3600.0,
-        check_interval: Optional[float] = 1.0,
         init_command: Optional[str] = None,
         setsession: Optional[Sequence[str]] = None,
         autocommit: Optional[bool] = False,
         **kwargs: Any,
     ) -> None:
-        pool_kwargs: dict[str, Any] = {}
+        pool_kwargs, rest = PoolOptions.split(kwargs)
         connect_kwargs: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in _POOL_ARGS:
-                pool_kwargs[key] = value
-            elif key in _CONNECT_ARGS:
+        for key, value in rest.items():
+            if key in _CONNECT_ARGS:
                 connect_kwargs[key] = value
             elif key in ("passwd", "db"):
                 instead = "password" if key == "passwd" else "database"
@@ -108,26 +121,15 @@ class MySQLPool(PoolFacade):
             else:
                 raise TypeError(
                     f"unknown keyword argument {key!r}: neither a pool option nor a pymysql.connect() argument")
-        if not isinstance(host, str):
-            raise TypeError(f"host must be a string, got {host!r}")
-        if not host:
-            raise ValueError("host must be a non-empty string, got ''")
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f"port must be an integer, got {port!r}")
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be from 1 to 65535, got {port!r}")
-        if user is not None and not isinstance(user, str):
-            raise TypeError(f"user must be a string or None, got {type(user).__name__}")
-        if not isinstance(password, (str, bytes)):
-            raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
-        if database is not None and not isinstance(database, str):
-            raise TypeError(f"database must be a string or None, got {database!r}")
-        if database == "":
-            raise ValueError("database must be a non-empty string or None, got ''")
-        if init_command is not None and not isinstance(init_command, str):
-            raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
-        if autocommit is not None and not isinstance(autocommit, bool):
-            raise TypeError(f"autocommit must be a bool or None, got {autocommit!r}")
+        self._hosts: Optional[HostList] = make_host_list(
+            hosts=hosts, host=host, port=port, target=target, host_order=host_order, host_down_for=host_down_for,
+            host_connect_timeout=host_connect_timeout, connect_timeout=connect_kwargs.get("connect_timeout"),
+            name=lambda: self.name, unix_socket=connect_kwargs.get("unix_socket"))
+        if hosts is not None and self._hosts is not None:
+            host, port = self._hosts.hosts[0].host, self._hosts.hosts[0].port  # .host/.port: the first server
+        host = "localhost" if host is None else host
+        _check_session_args(host=host, port=port, user=user, password=password, database=database,
+                            init_command=init_command, autocommit=autocommit)
         self._setsession = _statements("setsession", setsession)
         self._password = _Secret(password)
         self._kwargs: dict[str, Any] = dict(
@@ -140,21 +142,13 @@ class MySQLPool(PoolFacade):
         self.user = user
         self.database = database
         self._tls: Optional[_TLS] = None  # built at the first connect: after monkey-patching, in the worker
-        target = connect_kwargs.get("unix_socket") or f"{host}:{port}"
+        target = connect_kwargs.get("unix_socket") or (
+            ",".join(self._hosts.addresses) if self._hosts is not None else f"{host}:{port}")
         self._target = f"{user or ''}@{target}/{database or ''}"
-        name = pool_kwargs.pop("name", None)
-        self._pool: Pool[MySQLConnection] = _CorePool(
-            self._connect,
-            None,
-            initial_connections=initial_connections,
-            max_connections=max_connections,
-            timeout=timeout,
-            idle_timeout=idle_timeout,
-            max_lifetime=max_lifetime,
-            check_interval=check_interval,
-            name=name if name is not None else f"mysql://{self._target}",
-            **pool_kwargs,
-        )
+        if pool_kwargs.get("name") is None:
+            pool_kwargs["name"] = f"mysql://{self._target}"
+        pool_kwargs.setdefault("is_permanent_error", _is_permanent)
+        self._pool: Pool[MySQLConnection] = _CorePool(self._connect, None, config=PoolOptions(**pool_kwargs))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> MySQLPool:
@@ -306,8 +300,45 @@ class MySQLPool(PoolFacade):
             self._tls = tls = _TLS(pymysql.connections.Connection(defer_connect=True, **self._kwargs))
             mode = "off" if not tls.use_ssl else "preferred" if tls.required is False else "required"
             log.debug("pool %r: TLS %s, one SSLContext shared by its connections", self.name, mode)
+        if self._hosts is not None:
+            return self._hosts.connect(self._open_host)  # type: ignore[no-any-return]
         return MySQLConnection(setsession=self._setsession, _tls=tls, password=self._password.reveal(),
                                **self._kwargs)
+
+    def _open_host(self, host: str, port: int, timeout: float) -> MySQLConnection:
+        """One connection to one host of the list (the host list bounds the whole attempt by ``timeout``)."""
+        kwargs = dict(self._kwargs, host=host, port=port, connect_timeout=timeout)
+        return MySQLConnection(setsession=self._setsession, _tls=self._tls, password=self._password.reveal(), **kwargs)
+
+    def host_stats(self) -> Optional[HostListStats]:
+        """Per-host counters (attempts, connects, denials, role mismatches...) and the sticky primary,
+        for a pool with ``hosts`` or a ``target``; None for a single server with ``target="any"``."""
+        return self._hosts.stats() if self._hosts is not None else None
+
+
+def _check_session_args(*, host: Any, port: Any, user: Any, password: Any, database: Any, init_command: Any,
+                        autocommit: Any) -> None:
+    """The session arguments MySQLPool names itself: TypeError/ValueError naming the parameter."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string, got {host!r}")
+    if not host:
+        raise ValueError("host must be a non-empty string, got ''")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an integer, got {port!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+    if user is not None and not isinstance(user, str):
+        raise TypeError(f"user must be a string or None, got {type(user).__name__}")
+    if not isinstance(password, (str, bytes)):
+        raise TypeError(f"password must be a string, got {type(password).__name__}")  # never its value
+    if database is not None and not isinstance(database, str):
+        raise TypeError(f"database must be a string or None, got {database!r}")
+    if database == "":
+        raise ValueError("database must be a non-empty string or None, got ''")
+    if init_command is not None and not isinstance(init_command, str):
+        raise TypeError(f"init_command must be a string or None, got {type(init_command).__name__}")
+    if autocommit is not None and not isinstance(autocommit, bool):
+        raise TypeError(f"autocommit must be a bool or None, got {autocommit!r}")
 
 
 def _commit_if_open(conn: MySQLConnection) -> None:

@@ -10,6 +10,7 @@ import pymysql.connections
 import pymysql.cursors
 
 from .._adapter import POOL_URL_OPTIONS, url_bool, url_float, url_int, url_none, url_str
+from ._hosts import HOST_URL_OPTIONS, parse_url_hosts
 
 # -- from_url option parsing -----------------------------------------------------------------------
 
@@ -27,6 +28,7 @@ def _url_cursorclass(key: str, text: str) -> Any:
 
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     **POOL_URL_OPTIONS,
+    **HOST_URL_OPTIONS,
     "retry": url_int,
     # session
     "autocommit": url_none(url_bool),
@@ -71,13 +73,16 @@ def parse_url(url: Any) -> dict[str, Any]:
         raise ValueError(f"url: scheme must be mysql:// or mysql+pymysql://, got {parts.scheme + '://'!r}")
     if parts.fragment:
         raise ValueError("url: a fragment (#...) is not allowed")
+    host_list = parts.netloc.rpartition("@")[2]  # urlsplit cannot parse a multi-host netloc's port
     try:
-        port = parts.port
+        port = None if "," in host_list else parts.port
     except ValueError:
         text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
         raise ValueError(f"url: port must be an integer from 1 to 65535, got {text!r}") from None
     options: dict[str, Any] = {}
-    if parts.hostname:
+    if "," in host_list:
+        options["hosts"] = parse_url_hosts(unquote(host_list))
+    elif parts.hostname:
         options["host"] = unquote(parts.hostname)
     if port is not None:
         if port == 0:

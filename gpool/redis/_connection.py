@@ -263,12 +263,18 @@ class _Slot:
             self.poller, self.polled = poller, sock
         return not self.poller.poll(0)
 
+    def is_clean(self) -> bool:
+        """The pool's check before every handout: no round trip, no yield.
+
+        False for a connection of an older epoch (``disconnect()`` was called) or that its pool no longer
+        wants (``_slot_is_current``: Sentinel's old master), a closed socket, one
+        the server closed or with unread bytes in the socket or in the parser's buffer.
+        """
+        return (self.epoch == self.owner._epoch and self.owner._slot_is_current(self) and self.socket_is_clean()
+                and _parser_is_clean(self.conn))
+
     def __repr__(self) -> str:
         return f"<gpool.redis slot {self.conn!r}>"
-
-    def is_clean(self) -> bool:
-        """The core's zero-round-trip check at every handout: still current for its pool, socket clean."""
-        return self.owner._slot_is_current(self) and self.socket_is_clean() and _parser_is_clean(self.conn)
 
     def open(self) -> None:
         self.conn.connect()

@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 # Absolute imports (Python 3): this is redis-py, not this module.
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as _RedisConnectionError
+from redis.exceptions import TimeoutError as _RedisTimeoutError
 
-from ..errors import PoolClosedError, PoolError, PoolExhaustedError
+from ..errors import (
+    ConnectFailedError,
+    PoolClosedError,
+    PoolDeadlockError,
+    PoolError,
+    PoolExhaustedError,
+    PoolQueueFullError,
+    PoolTimeoutError,
+)
 
 
 class RedisPoolExhaustedError(PoolExhaustedError, _RedisConnectionError):
@@ -31,7 +41,53 @@ class RedisPoolClosedError(PoolClosedError, _RedisConnectionError):
         _RedisConnectionError.__init__(self, *args)
 
 
-def _convert(exc: PoolError, cls: type[PoolError]) -> PoolError:
+class RedisPoolTimeoutError(PoolTimeoutError, RedisPoolExhaustedError):
+    """:class:`gpool.PoolTimeoutError` (every connection stayed in use) that is also a ``redis.ConnectionError``."""
+
+
+class RedisPoolQueueFullError(PoolQueueFullError, RedisPoolExhaustedError):
+    """:class:`gpool.PoolQueueFullError` (``max_waiting`` reached) that is also a ``redis.ConnectionError``."""
+
+
+class RedisPoolDeadlockError(PoolDeadlockError, RedisPoolExhaustedError):
+    """:class:`gpool.PoolDeadlockError` that is also a ``redis.ConnectionError``."""
+
+
+class RedisConnectFailedError(ConnectFailedError, RedisPoolExhaustedError):
+    """:class:`gpool.ConnectFailedError` that is also a ``redis.ConnectionError`` (the cause is redis-py's)."""
+
+
+class RedisAuthenticationFailedError(RedisConnectFailedError, AuthenticationError):
+    """A connect that failed authenticating: also redis-py's ``AuthenticationError``."""
+
+
+class RedisConnectTimeoutError(RedisConnectFailedError, _RedisTimeoutError):
+    """A connect that timed out: also redis-py's ``TimeoutError``."""
+
+
+_CONVERSIONS: tuple[tuple[type[PoolError], type[PoolError]], ...] = (
+    (PoolTimeoutError, RedisPoolTimeoutError),
+    (PoolQueueFullError, RedisPoolQueueFullError),
+    (PoolDeadlockError, RedisPoolDeadlockError),
+    (ConnectFailedError, RedisConnectFailedError),
+    (PoolExhaustedError, RedisPoolExhaustedError),
+    (PoolClosedError, RedisPoolClosedError),
+)
+
+
+def _convert(exc: PoolError) -> PoolError:
+    """The redis-py-compatible twin of a core error (same message and cause)."""
+    cls: type[PoolError] = type(exc)
+    for core, twin in _CONVERSIONS:
+        if isinstance(exc, core):
+            cls = twin
+            break
+    if cls is RedisConnectFailedError:
+        cause = exc.__cause__
+        if isinstance(cause, AuthenticationError):
+            cls = RedisAuthenticationFailedError
+        elif isinstance(cause, (_RedisTimeoutError, TimeoutError)):
+            cls = RedisConnectTimeoutError
     error = cls(*exc.args)
     error.__cause__ = exc.__cause__
     return error

@@ -5,22 +5,23 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from time import monotonic
 from typing import Any, Optional
 
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
 import redis.connection as _rconn
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.retry import Retry
 
 from .._adapter import PoolFacade
-from ..errors import ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
-from ..pool import Pool, _number
+from ..errors import ConnectionHeldError, ConnectionNotFoundError, PoolClosedError, PoolError, PoolExhaustedError
+from ..options import PoolOptions, _default_permanent, check_number
+from ..pool import Pool
 from ._connection import PooledConnection, _parser_is_clean, _pooled_class, _Slot
-from ._errors import RedisPoolClosedError, RedisPoolExhaustedError, _convert
+from ._errors import _convert
 from ._url import _parse_url
 
 log = logging.getLogger("gpool.redis")
@@ -41,6 +42,83 @@ _DRIVER_KEYS = ("driver_info", "lib_name", "lib_version")
 _RETRY_KEYS = ("retry", "retry_on_timeout", "retry_on_error")
 # Exceptions after which a connection used in `with pool.connection()` is not reused.
 _FATAL = (_RedisConnectionError, _RedisTimeoutError, OSError, EOFError)
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """Connect errors no retry cures: bad arguments, a wrong password, an error reply to the handshake
+    (``SELECT`` of a database out of range, ``HELLO`` with an unknown protocol)."""
+    return isinstance(exc, (TypeError, ValueError, AuthenticationError, ResponseError))
+
+
+def _slot_hooks(pool_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The user's ``on_*`` hooks get the redis-py connection; the core holds its ``_Slot``."""
+    wrapped = dict(pool_kwargs)
+    for name in ("on_connect", "on_checkout", "on_checkin"):
+        hook = wrapped.get(name)
+        if callable(hook):
+            wrapped[name] = lambda slot, _hook=hook: _hook(slot.conn)
+    on_drop = wrapped.get("on_drop")
+    if callable(on_drop):
+        wrapped["on_drop"] = lambda slot, reason, _hook=on_drop: _hook(slot.conn, reason)
+    return wrapped
+
+
+def _connection_class(cls: Optional[type], kwargs: dict[str, Any], host: Any, port: Any) -> tuple[type, bool]:
+    """The pooled connection class for the arguments (validated), and whether it is a Unix socket."""
+    ssl = kwargs.pop("ssl", False)
+    if not isinstance(ssl, bool):
+        raise TypeError(f"ssl must be a bool, got {ssl!r}")
+    path = kwargs.get("path")
+    if cls is None:
+        cls = (_rconn.UnixDomainSocketConnection if path is not None
+               else _rconn.SSLConnection if ssl else _rconn.Connection)
+    cls = _pooled_class(cls)
+    unix = issubclass(cls, _rconn.UnixDomainSocketConnection)
+    if unix:
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"path must be the Unix socket's path, got {path!r}")
+    else:
+        if not isinstance(host, str) or not host:
+            raise (TypeError if not isinstance(host, str) else ValueError)(
+                f"host must be a non-empty string, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an integer, got {port!r}")
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+    return cls, unix
+
+
+def _connection_kwargs(connection_kwargs: dict[str, Any], **address: Any) -> dict[str, Any]:
+    """redis-py's connection keywords, with gpool's lean and no-silent-retry defaults."""
+    for key in ("cache", "cache_config"):
+        if connection_kwargs.get(key) is not None:
+            raise ValueError(f"{key}: client-side caching is not supported by gpool.redis")
+    if "connection_pool" in connection_kwargs:
+        raise TypeError("connection_pool: RedisPool is the connection pool")
+    retry = connection_kwargs.get("retry")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry must be a redis.retry.Retry (redis-py's command retries) or None, got {retry!r}; "
+                        f"the pool's connect attempts are set with connect_retries")
+    kwargs: dict[str, Any] = dict(connection_kwargs, **address)
+    # No silent retries: redis-py would re-send a command after a timeout or a lost connection.
+    if not any(kwargs.get(key) for key in _RETRY_KEYS):
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    # Lean connects: RESP2 needs no HELLO; no driver info means no CLIENT SETINFO and no package
+    # metadata read per connection (redis-py 8.1: ~0.4 ms of CPU for each new Connection).
+    kwargs.setdefault("protocol", 2)
+    if not any(key in kwargs for key in _DRIVER_KEYS):
+        if _HAS_DRIVER_INFO:
+            kwargs["driver_info"] = None
+        else:
+            kwargs.update(lib_name=None, lib_version=None)
+    # Maintenance notifications (redis-py 7+, RESP3) move and close connections behind the pool.
+    maint_config = kwargs.pop("maint_notifications_config", None)
+    if maint_config is not None and getattr(maint_config, "enabled", False) is not False:
+        raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
+    if _HAS_MAINT_NOTIFICATIONS:
+        from redis.maint_notifications import MaintNotificationsConfig
+        kwargs["maint_notifications_config"] = maint_config or MaintNotificationsConfig(enabled=False)
+    return kwargs
 
 
 class RedisPool(PoolFacade, _redis.ConnectionPool):
@@ -71,92 +149,31 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         port: int = 6379,
         db: int = 0,
         password: Optional[str] = None,
-        max_connections: int = 10,
-        timeout: Optional[float] = 30.0,
-        idle_timeout: Optional[float] = 600.0,
-        max_lifetime: Optional[float] = 3600.0,
-        check_interval: Optional[float] = 1.0,
-        initial_connections: int = 0,
-        max_waiting: Optional[int] = None,
-        max_usage: Optional[int] = None,
-        connect_retries: int = 3,
-        retry_delay: float = 0.1,
-        name: Optional[str] = None,
-        reap_expired_connections: bool = True,
-        reap_interval: float = 10.0,
-        leak_timeout: Optional[float] = None,
-        reclaim_dead_holders: bool = False,
-        timing_stats: bool = False,
         connection_class: Optional[type] = None,
-        **connection_kwargs: Any,
+        **kwargs: Any,
     ) -> None:
-        for key in ("cache", "cache_config"):
-            if connection_kwargs.get(key) is not None:
-                raise ValueError(f"{key}: client-side caching is not supported by gpool.redis")
-        if "connection_pool" in connection_kwargs:
-            raise TypeError("connection_pool: RedisPool is the connection pool")
-        retry = connection_kwargs.get("retry")
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a redis.retry.Retry (redis-py's command retries) or None, got {retry!r}; "
-                            f"the pool's connect attempts are set with connect_retries")
-        ssl = connection_kwargs.pop("ssl", False)
-        if not isinstance(ssl, bool):
-            raise TypeError(f"ssl must be a bool, got {ssl!r}")
-        path = connection_kwargs.get("path")
-        if connection_class is None:
-            connection_class = (_rconn.UnixDomainSocketConnection if path is not None
-                                else _rconn.SSLConnection if ssl else _rconn.Connection)
-        connection_class = _pooled_class(connection_class)
-        unix = issubclass(connection_class, _rconn.UnixDomainSocketConnection)
-        if unix:
-            if not isinstance(path, str) or not path:
-                raise ValueError(f"path must be the Unix socket's path, got {path!r}")
-        else:
-            if not isinstance(host, str) or not host:
-                raise (TypeError if not isinstance(host, str) else ValueError)(
-                    f"host must be a non-empty string, got {host!r}")
-            if isinstance(port, bool) or not isinstance(port, int):
-                raise TypeError(f"port must be an integer, got {port!r}")
-            if not 0 < port < 65536:
-                raise ValueError(f"port must be from 1 to 65535, got {port!r}")
+        # ``retry`` here is redis-py's command Retry, not the pool's connect-retry count.
+        command_retry = {"retry": kwargs.pop("retry")} if "retry" in kwargs else {}
+        pool_kwargs, connection_kwargs = PoolOptions.split(kwargs)
+        connection_kwargs.update(command_retry)
+        if "connect_retries" in connection_kwargs:
+            pool_kwargs["retry"] = check_number("connect_retries", connection_kwargs.pop("connect_retries"),
+                                                integer=True, allow_none=True)
+        connection_class, unix = _connection_class(connection_class, connection_kwargs, host, port)
         if isinstance(db, bool) or not isinstance(db, int):
             raise TypeError(f"db must be an integer, got {db!r}")
         if db < 0:
             raise ValueError(f"db must be >= 0, got {db!r}")
         if password is not None and not isinstance(password, str):
             raise TypeError(f"password must be a string or None, got {type(password).__name__}")  # never its value
-        _number("max_connections", max_connections, integer=True, positive=True)
-        _number("connect_retries", connect_retries, integer=True)
-
-        kwargs: dict[str, Any] = dict(connection_kwargs, db=db, password=password)
-        if not unix:
-            kwargs.update(host=host, port=port)
-        # No silent retries: redis-py would re-send a command after a timeout or a lost connection.
-        if not any(kwargs.get(key) for key in _RETRY_KEYS):
-            kwargs["retry"] = Retry(NoBackoff(), 0)
-        # Lean connects: RESP2 needs no HELLO; no driver info means no CLIENT SETINFO and no package
-        # metadata read per connection (redis-py 8.1: ~0.4 ms of CPU for each new Connection).
-        kwargs.setdefault("protocol", 2)
-        if not any(key in kwargs for key in _DRIVER_KEYS):
-            if _HAS_DRIVER_INFO:
-                kwargs["driver_info"] = None
-            else:
-                kwargs.update(lib_name=None, lib_version=None)
-        # Maintenance notifications (redis-py 7+, RESP3) move and close connections behind the pool.
-        maint_config = kwargs.pop("maint_notifications_config", None)
-        if maint_config is not None and getattr(maint_config, "enabled", False) is not False:
-            raise ValueError("maint_notifications_config: maintenance notifications are not supported by gpool.redis")
-        maint: dict[str, Any] = {}
-        if _HAS_MAINT_NOTIFICATIONS:
-            from redis.maint_notifications import MaintNotificationsConfig
-            maint["maint_notifications_config"] = maint_config or MaintNotificationsConfig(enabled=False)
-
-        super().__init__(connection_class=connection_class, max_connections=max_connections, **maint, **kwargs)
+        config = PoolOptions(**_slot_hooks(pool_kwargs))  # validated before redis-py sees anything
+        conn_kwargs = _connection_kwargs(connection_kwargs, db=db, password=password,
+                                         **({} if unix else {"host": host, "port": port}))
+        super().__init__(connection_class=connection_class, max_connections=config.max_connections, **conn_kwargs)
         probe = self.make_connection()  # let redis-py reject unknown or bad keywords now (no I/O)
         del probe
-
         if unix:
-            target = f"unix://{path}?db={db}"
+            target = f"unix://{connection_kwargs['path']}?db={db}"
         else:
             scheme = "rediss" if issubclass(connection_class, _rconn.SSLConnection) else "redis"
             target = f"{scheme}://{host}:{port}/{db}"
@@ -164,27 +181,10 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         self._slots: dict[int, _Slot] = {}  # id(slot) -> slot: every connection the core may still hold
         self._slots_pid = os.getpid()
         self._epoch = 0  # bumped by disconnect(): older connections are dropped instead of reused
-        self._timeout = timeout
-        self._pool: Pool[_Slot] = Pool(
-            self._new_slot,
-            None,
-            initial_connections,
-            max_connections,
-            reap_expired_connections,
-            reap_interval,
-            timeout=timeout,
-            max_lifetime=max_lifetime,
-            idle_timeout=idle_timeout,
-            max_waiting=max_waiting,
-            max_usage=max_usage,
-            check_interval=check_interval,
-            retry=connect_retries,
-            retry_delay=retry_delay,
-            name=name if name is not None else target,
-            leak_timeout=leak_timeout,
-            reclaim_dead_holders=reclaim_dead_holders,
-            timing_stats=timing_stats,
-        )
+        self._timeout = config.timeout
+        if config.is_permanent_error is _default_permanent:
+            config = config.replace(is_permanent_error=_is_permanent)
+        self._pool: Pool[_Slot] = Pool(self._new_slot, None, config=config.replace(name=config.name or target))
         # A template for the clients of connection() blocks: redis.Redis() costs ~100 us (it builds
         # its response-callback table), a copy of this one ~2 us.
         self._template = _redis.Redis(connection_pool=self)
@@ -231,7 +231,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         is for the greenlet that opened the block.
         """
         if timeout is not None:
-            _number("timeout", timeout)
+            check_number("timeout", timeout)
         return _Binding(self, timeout)
 
     def close(self) -> None:
@@ -352,48 +352,13 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         return list(self._slots.values())
 
     def _checkout(self, timeout: Optional[float]) -> Any:
-        """Acquire from the core; drop and try again what fails the zero-round-trip check."""
-        pool = self._pool
-        start = monotonic()
-        while True:
-            try:
-                slot = pool.acquire(timeout)
-            except PoolExhaustedError as exc:
-                raise _convert(exc, RedisPoolExhaustedError) from exc.__cause__
-            except PoolClosedError as exc:
-                raise _convert(exc, RedisPoolClosedError) from None
-            # No round trip: catches a socket the server closed (CLIENT KILL, its idle timeout, a
-            # restart) or bytes nobody asked for, before the user's command does. The common case,
-            # slot.socket_is_clean() inlined: a socket the slot's poller already watches.
-            conn = slot.conn
-            sock = conn._sock
-            if sock is not None and sock is slot.polled and slot.epoch == self._epoch and self._slot_is_current(slot):
-                try:
-                    if not slot.poller.poll(0):
-                        return conn
-                except BaseException:
-                    pool.drop(slot)
-                    raise
-            refusal = None
-            try:
-                clean = slot.socket_is_clean()
-                if clean and slot.epoch == self._epoch and self._slot_is_current(slot):
-                    return slot.conn
-                log.debug("pool %r: connection closed by the server or not clean at checkout: dropped",
-                          pool.name)
-                if not clean and slot.created >= start:
-                    refusal = slot.refusal()  # opened for this checkout: trying again would loop
-            except BaseException:
-                pool.drop(slot)
-                raise
-            pool.drop(slot)
-            if refusal is not None:
-                raise refusal
-            if timeout is None:
-                timeout = self._timeout
-            if timeout is not None:
-                timeout = max(0.0, timeout - (monotonic() - start))
-                start = monotonic()
+        """A connection from the core pool, which checks it (see gpool's checkout contract)."""
+        try:
+            return self._pool.acquire(timeout).conn
+        except PoolExhaustedError as exc:
+            raise _convert(exc) from exc.__cause__
+        except PoolClosedError as exc:
+            raise _convert(exc) from None
 
     def _give_back(self, slot: _Slot, poisoned: bool) -> None:
         """Release a clean connection, drop any other (never raises for one already returned)."""
@@ -430,6 +395,9 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             self._pool.release(slot)
         except ConnectionNotFoundError:
             log.warning("pool %r: a connection was returned twice: ignored", self._pool.name)
+        except ConnectionHeldError:  # redis-py's release() never raises; nothing changed
+            log.warning("pool %r: release() of a connection another live greenlet holds: ignored "
+                        "(its holder gives it back, or hands it on with pool.pool.transfer())", self._pool.name)
 
     def _bound_client(self, bound: _BoundPool) -> _redis.Redis:
         template = self._template

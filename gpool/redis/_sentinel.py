@@ -27,7 +27,7 @@ from redis.sentinel import (
 )
 
 from ..errors import ConnectionNotFoundError
-from ..pool import _number
+from ..options import check_number
 from ._pool import RedisPool
 from ._sentinel_watch import (
     DEFAULT_SENTINEL_TIMEOUT,
@@ -43,9 +43,6 @@ from ._url import _parse_url
 
 log = logging.getLogger("gpool.redis")
 
-#: connect attempts of a Sentinel pool: in effect, until the acquisition's ``timeout`` (an election
-#: takes seconds; the core's backoff keeps the attempts sparse)
-CONNECT_RETRIES_UNTIL_TIMEOUT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -202,8 +199,8 @@ class SentinelRedisPool(RedisPool):
         connection_class = _sentinel_class(connection_class)
         check_interval = kwargs.get("check_interval", 1.0)
         if check_interval is not None:
-            _number("check_interval", check_interval)
-        kwargs.setdefault("connect_retries", CONNECT_RETRIES_UNTIL_TIMEOUT)
+            check_number("check_interval", check_interval)
+        kwargs.setdefault("connect_retries", None)  # an election takes seconds: retry until ``timeout``
 
         self.service_name = service_name
         self.sentinel_manager = sentinel_manager

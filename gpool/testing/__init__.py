@@ -30,14 +30,18 @@ serves until Ctrl-C.
 from ._server import find_free_port, find_mariadbd, find_redis_server
 from .mariadb import MariaDBServer
 from .redis import RedisServer
+from .replication import GaleraNode, MariaDBReplicaSet, find_galera_provider
 from .sentinel import RedisSentinel, SentinelCluster
 
 __all__ = [
+    "GaleraNode",
+    "MariaDBReplicaSet",
     "MariaDBServer",
     "RedisSentinel",
     "RedisServer",
     "SentinelCluster",
     "find_free_port",
+    "find_galera_provider",
     "find_mariadbd",
     "find_redis_server",
 ]

@@ -9,7 +9,18 @@ from typing import Any, Callable
 import gevent
 import pytest
 
+from gpool._invariants import check_invariants
+from gpool.pool import _live_pools
+
 from .proxy import FaultProxy
+
+
+@pytest.fixture(autouse=True)
+def invariants_hold_after_every_test() -> Iterator[None]:
+    """Every pool still alive after a fault test (adapters' core pools included) is consistent."""
+    yield
+    for pool in list(_live_pools):
+        check_invariants(pool)
 
 
 def running_greenlets() -> set[Any]:

@@ -9,8 +9,8 @@ from typing import Any, Callable, Optional
 import gevent
 
 from gpool import Pool, TcpConnection
+from gpool._invariants import check_invariants
 from tests.support import wait_until
-from tests.unit.conftest import check_invariants
 
 __all__ = [
     "InvariantSampler",

@@ -88,20 +88,25 @@ def setup_point(point: str, proxy: FaultProxy, ledger: Counter[str]) -> Scenario
         return Scenario(pool, use, lambda: ledger["sent:ECHO"] == 1, victim=victim)
     if point == "resetting":
         pool = make_pool(proxy, ledger)
-        victim = pool.acquire()
+        victim = _acquired_by_a_finished_greenlet(pool)
         proxy.mode = "stall"
         return Scenario(pool, lambda: pool.release(victim), lambda: ledger["sent:SELECT"] == 1, victim=victim)
     if point == "releasing":
         pool = make_pool(proxy, ledger, cls=QuitOnly, max_usage=1)
-        victim = pool.acquire()
+        victim = _acquired_by_a_finished_greenlet(pool)
         proxy.mode = "stall"
         return Scenario(pool, lambda: pool.release(victim), lambda: ledger["sent:QUIT"] == 1, victim=victim)
     if point == "dropping":
         pool = make_pool(proxy, ledger)
-        victim = pool.acquire()
+        victim = _acquired_by_a_finished_greenlet(pool)
         proxy.mode = "stall"
         return Scenario(pool, lambda: pool.drop(victim), lambda: ledger["sent:QUIT"] == 1, victim=victim)
     raise AssertionError(point)
+
+
+def _acquired_by_a_finished_greenlet(pool):
+    """A connection whose holder has exited, so the scenario's own greenlet may give it back."""
+    return gevent.spawn(pool.acquire).get(timeout=5)
 
 
 POINTS = ["waiting", "connecting", "checking", "using", "resetting", "releasing", "dropping"]

@@ -94,7 +94,7 @@ def test_redis_stall_under_load_nobody_hangs(redis_proxy: FaultProxy, closing: l
     assert all(g.dead for g in greenlets)
     # Worst case: waited up to the pool timeout for a slot, then one socket timeout on it.
     assert slowest[0] < 1.0 + 0.5 + SLACK, slowest
-    assert set(outcomes) <= {"TimeoutError", "RedisPoolExhaustedError"} and outcomes["TimeoutError"] >= 3, outcomes
+    assert set(outcomes) <= {"TimeoutError", "RedisPoolTimeoutError"} and outcomes["TimeoutError"] >= 3, outcomes
     redis_proxy.mode = "pass"
     assert [r.echo(f"a{i}") for i in range(5)] == [f"a{i}".encode() for i in range(5)]
     assert_capacity_whole(pool.pool)
@@ -176,8 +176,8 @@ def test_mysql_stall_under_load_nobody_hangs(mysql_proxy: FaultProxy, mysql_serv
     assert slowest[0] < 1.0 + 0.5 + SLACK, slowest
     # The idle connection's query fails at read_timeout; new connections never get the greeting, so
     # everyone else ends with PoolExhaustedError by the pool timeout.
-    assert set(outcomes) <= {"OperationalError", "PoolExhaustedError"} and outcomes["OperationalError"] >= 1, \
-        outcomes
+    allowed = {"OperationalError", "PoolTimeoutError", "MySQLConnectFailedError"}  # the last: connects timed out
+    assert set(outcomes) <= allowed and outcomes["OperationalError"] >= 1, outcomes
     mysql_proxy.mode = "pass"
     assert [pool.query_one("SELECT %s AS v", (i,)) for i in range(5)] == [{"v": i} for i in range(5)]
     assert_capacity_whole(pool.pool)

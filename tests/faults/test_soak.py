@@ -37,8 +37,9 @@ import redis  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 from gpool import Pool, PoolClosedError, PoolExhaustedError  # noqa: E402
+from gpool._invariants import check_invariants  # noqa: E402
 from gpool.redis import RedisPool  # noqa: E402
-from tests.unit.conftest import FakeFactory, check_invariants  # noqa: E402
+from tests.fakes import FakeFactory  # noqa: E402
 
 SOAK_SECONDS = float(os.environ.get("GPOOL_SOAK_SECONDS", "20"))
 REDIS_USERS = 700

@@ -213,6 +213,7 @@ def test_demo_starts_private_servers_prints_the_table_and_removes_them(mysql_ser
             assert errors == 0 and opened == 200, "connect-per-request opens one connection per request"
             assert waits is None and timeouts is None
     assert "(0 in use after the burst" in out
+    assert "where to look next:" in out and "Quick start" in out and "http://127.0.0.1:8000/metrics" in out
     assert "every pooled request got its own token back" in out
 
 

@@ -157,7 +157,7 @@ def test_from_url_decodes_credentials_and_converts_options(mysql_server: Any, si
     with MySQLPool.from_url(url) as pool:
         assert pool.name == "orders" and pool.max_connections == 3
         core = pool.pool
-        assert core._timeout == 5.0 and core._idle_timeout is None and core._check_interval == 0.5
+        assert core.options.timeout == 5.0 and core.options.idle_timeout is None and core.options.check_interval == 0.5
         with pool.connection() as conn:
             assert conn.get_autocommit() is True
             assert conn.connect_timeout == 2.5 and conn._read_timeout == 10.0

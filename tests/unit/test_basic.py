@@ -9,8 +9,8 @@ import pytest
 
 import gpool
 from gpool import ConnectionNotFoundError, Pool, PoolClosedError, PoolError, PoolExhaustedError, PoolStats
-
-from .conftest import FakeFactory, check_invariants
+from gpool._invariants import check_invariants
+from tests.fakes import FakeFactory
 
 
 def test_public_api_is_exported_and_sorted():

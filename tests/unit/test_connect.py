@@ -8,8 +8,7 @@ import gevent
 import pytest
 
 from gpool import PoolClosedError, PoolExhaustedError
-
-from .conftest import check_invariants
+from gpool._invariants import check_invariants
 
 
 def test_failing_connect_is_retried_then_succeeds(make_pool, factory):
@@ -35,7 +34,7 @@ def test_connect_error_is_the_cause_after_retries_run_out(make_pool, factory):
 
 def test_backoff_is_exponential_with_jitter(make_pool, factory, monkeypatch):
     pauses = []
-    monkeypatch.setattr("gpool.pool.gevent.sleep", pauses.append)
+    monkeypatch.setattr("gpool._connect.gevent.sleep", pauses.append)
     factory.fail = 10
     pool = make_pool(retry=4, retry_delay=0.1, timeout=None)
     with pytest.raises(PoolExhaustedError):

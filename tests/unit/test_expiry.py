@@ -10,8 +10,7 @@ import gevent
 import pytest
 
 from gpool import ConnectionReaper, Pool
-
-from .conftest import FakeFactory
+from tests.fakes import FakeFactory
 
 
 def test_idle_connection_past_idle_timeout_is_not_handed_out(make_pool, factory, clock):

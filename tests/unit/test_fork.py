@@ -8,8 +8,7 @@ import gevent
 import pytest
 
 from gpool import Pool
-
-from .conftest import FakeFactory
+from tests.fakes import FakeFactory
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -7,9 +7,8 @@ import time
 
 import gevent
 
+from gpool._invariants import check_invariants
 from tests.support import wait_until
-
-from .conftest import check_invariants
 
 
 def burst(pool, n, hold):
@@ -74,7 +73,7 @@ def test_waiter_that_chose_to_wait_connects_after_one_connect_time(make_pool, fa
     waited = time.monotonic() - start
     assert conn not in held and factory.calls == 3
     assert 0.15 <= waited < 0.6, waited  # ~one average connect (0.1 s) waiting, then a connect (0.1 s)
-    assert pool._timer is None
+    assert not pool._timer.armed
     check_invariants(pool)
     for c in [*held, conn]:
         pool.release(c)
@@ -87,10 +86,10 @@ def test_waiter_whose_patience_ends_at_the_cap_keeps_its_place(make_pool, factor
     held = [gevent.spawn(pool.acquire).get() for _ in range(2)]
     patient = gevent.spawn(pool.acquire)  # chooses to wait (a return looks due in ~1 ms)
     gevent.sleep(0)
-    assert pool.stats().waiting == 1 and pool._waiters[0].grow_at < math.inf  # queued by choice
+    assert pool.stats().waiting == 1 and next(iter(pool._waiters)).grow_at < math.inf  # queued by choice
     third = pool.acquire(timeout=0)  # timeout=0 never waits: it takes the last slot meanwhile
     # its patience (one average connect, ~0.1 s) runs out while the pool is at the cap: it waits on
-    wait_until(lambda: pool._waiters and pool._waiters[0].grow_at == math.inf)
+    wait_until(lambda: pool._waiters and next(iter(pool._waiters)).grow_at == math.inf)
     assert not patient.ready() and pool.stats().waiting == 1
     check_invariants(pool)
     pool.release(held[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from .conftest import check_invariants
+from gpool._invariants import check_invariants
 
 
 def _kill_at_yield(pool, action, interrupt):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import random
+from bisect import bisect_left
 
 import gevent
 import pytest
 
 from gpool import Pool, PoolExhaustedError
-from gpool.stats import BUCKETS, CLOSE_REASONS, Histogram
-
-from .conftest import FakeFactory, check_invariants
+from gpool._invariants import check_invariants
+from gpool.stats import BUCKETS, CLOSE_REASONS, PERCENTILE_ERROR, Histogram
+from tests.fakes import FakeFactory
 
 
 def test_every_close_reason_is_counted(make_pool, factory, clock):
@@ -61,12 +64,117 @@ def test_histogram_percentiles_and_bounds():
         h.record(0.0002)
     h.record(0.3)
     h.record(2.0)
-    assert h.percentile(0.5) == 0.00025
-    assert h.percentile(0.99) == 0.5
+    assert h.percentile(0.5) == pytest.approx(0.0002, rel=PERCENTILE_ERROR)
+    assert h.percentile(0.99) == pytest.approx(0.3, rel=PERCENTILE_ERROR)
     assert h.percentile(1.0) == 2.0, "capped at the max seen"
     assert h.percentile(0.5, zeros=1000) == 0.0
     assert sum(h.counts) == 100 and h.max == 2.0 and abs(h.total - (98 * 0.0002 + 2.3)) < 1e-9
     assert BUCKETS[-1] == float("inf") and list(BUCKETS) == sorted(BUCKETS)
+
+
+@pytest.mark.parametrize("n", [1, 7, 100, 5000])
+def test_histogram_percentiles_are_within_the_stated_error(n):
+    rng = random.Random(n)
+    data = [math.exp(rng.uniform(math.log(1e-6), math.log(100.0))) for _ in range(n)]
+    h = Histogram()
+    for value in data:
+        h.record(value)
+    ordered = sorted(data)
+    for q in (0.01, 0.5, 0.9, 0.99, 0.999, 1.0):
+        exact = ordered[max(math.ceil(q * n) - 1, 0)]
+        assert abs(h.percentile(q) - exact) <= PERCENTILE_ERROR * exact, (q, exact, h.percentile(q))
+    assert h.max == ordered[-1] and PERCENTILE_ERROR <= 0.016
+
+
+def test_histogram_p50_p99_and_max_differ_when_the_data_do():
+    h = Histogram()
+    for i in range(1, 1001):  # 1 ms .. 1 s: p50 500 ms, p99 990 ms, max 1 s
+        h.record(i / 1000)
+    p50, p99 = h.percentile(0.5), h.percentile(0.99)
+    assert p50 < p99 < h.max == 1.0
+    assert p50 == pytest.approx(0.5, rel=PERCENTILE_ERROR) and p99 == pytest.approx(0.99, rel=PERCENTILE_ERROR)
+
+
+def test_histogram_extremes_report_zero_and_the_max():
+    h = Histogram()
+    h.record(0.0)
+    h.record(1e-9)
+    assert h.percentile(1.0) == 0.0, "below 60 ns reports as 0"
+    h.record(86400.0)  # past the fine range: the last slot, reported as the max seen
+    assert h.percentile(1.0) == 86400.0 and h.counts[-1] == 1
+
+
+def test_histogram_counts_prometheus_buckets_exactly_at_the_bounds():
+    h = Histogram()
+    values = [0.0, 1e-9] + [b * f for b in BUCKETS[:-1] for f in (1 - 1e-12, 1.0, 1 + 1e-12)] + [1e6]
+    for value in values:
+        h.record(value)
+    expected = [0] * len(BUCKETS)
+    for value in values:
+        expected[bisect_left(BUCKETS, value)] += 1
+    assert h.counts == expected and sum(h.fine) == len(values)
+
+
+def test_histogram_falls_back_to_bucket_bounds_for_counts_added_directly():
+    h = Histogram()
+    h.counts[bisect_left(BUCKETS, 0.0002)] += 1  # how an older core inlined record()
+    h.total += 0.0002
+    h.max = 0.0002
+    assert h.percentile(0.5) == 0.0002 and h.percentile(0.5, zeros=3) == 0.0
+
+
+def test_stats_print_as_a_table_and_repr_as_one_short_line(make_pool):
+    pool = make_pool(max_connections=3, name="db", timing_stats=True)
+    pool.release(pool.acquire())
+    held = [pool.acquire() for _ in range(3)]
+    with pytest.raises(PoolExhaustedError):
+        pool.acquire(timeout=0)
+    pool.drop(held.pop())
+    s = pool.stats()
+    text = str(s)
+    lines = text.splitlines()
+    assert lines[0] == "pool 'db'" and len(lines) >= 6 and max(map(len, lines)) <= 100
+    assert "2/3: 0 idle, 2 in use, 0 connecting; 0 waiting" in text
+    assert "4 acquired" in text and "1 timeouts" in text and "(dropped 1)" in text
+    assert "held" in text and "not recorded" not in text
+    r = repr(s)
+    assert "\n" not in r and len(r) < 160 and r.startswith("<PoolStats 'db' ") and "timeouts=1" in r
+    pool.close()
+
+
+def _samples(text):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen = []
+    for family in text_string_to_metric_families(text):
+        seen += [(s.name, tuple(sorted(s.labels.items()))) for s in family.samples]
+    return seen
+
+
+def test_prometheus_collector_exports_each_pool_once(factory):
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from gpool.prometheus import PoolCollector
+
+    registry = prometheus_client.CollectorRegistry()
+    a = Pool(factory, None, 0, 2, name="db")
+    collector = PoolCollector.register(a, registry=registry)
+    with pytest.raises(ValueError, match="pool 'db' is already exported"):
+        collector.add(a)
+    twin = Pool(FakeFactory(), name="db")
+    with pytest.raises(ValueError, match="another pool named 'db'"):
+        collector.add(twin)
+    with pytest.raises(ValueError, match=r"already has a gpool PoolCollector.*'cache'"):
+        PoolCollector.register(Pool(FakeFactory(), name="cache"), registry=registry)
+    a.release(a.acquire())
+    samples = _samples(prometheus_client.generate_latest(registry).decode())
+    assert len(samples) == len(set(samples)), "every series once"
+    assert samples.count(("gpool_acquisitions_total", (("pool", "db"),))) == 1
+    a.close()
+    collector.add(twin)  # a closed pool of that name is replaced
+    samples = _samples(prometheus_client.generate_latest(registry).decode())
+    assert len(samples) == len(set(samples))
+    assert ("gpool_acquisitions_total", (("pool", "db"),)) in samples
+    twin.close()
 
 
 def test_wait_percentiles_count_acquisitions_that_never_waited(make_pool):

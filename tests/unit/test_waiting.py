@@ -8,9 +8,8 @@ import gevent
 import gevent.event
 import pytest
 
-from gpool import PoolClosedError, PoolExhaustedError
-
-from .conftest import check_invariants
+from gpool import PoolClosedError, PoolExhaustedError, PoolQueueFullError, _waiting
+from gpool._invariants import check_invariants
 
 
 def test_cap_counts_connections_being_created(make_pool, factory):
@@ -141,8 +140,8 @@ class DeferredWakeups:
 
     def __init__(self, pool, monkeypatch):
         self.held = []
-        self.real = pool._wake
-        monkeypatch.setattr(pool, "_wake", self.held.append)
+        self.real = _waiting.wake
+        monkeypatch.setattr("gpool._state.wake", self.held.append)
 
     def flush(self):
         held, self.held = self.held, []
@@ -161,10 +160,10 @@ def test_later_waiter_with_shorter_timeout_leaves_at_its_own_deadline(make_pool)
         pool.acquire(timeout=0.05)
     assert 0.045 <= time.monotonic() - start < 1.0
     check_invariants(pool)
-    assert pool._timer_at == pool._waiters[0].deadline  # re-armed for the patient waiter
+    assert pool._timer.at == next(iter(pool._waiters)).deadline  # re-armed for the patient waiter
     pool.release(held)
     assert patient.get(timeout=1) is held
-    assert pool._timer is None  # nobody waits: no timer keeps the loop alive
+    assert not pool._timer.armed  # nobody waits: no timer keeps the loop alive
     check_invariants(pool)
 
 
@@ -174,13 +173,13 @@ def test_deadline_timer_firing_early_rearms_instead_of_stranding_the_waiter(make
     held = pool.acquire()
     waiter = gevent.spawn(pool.acquire, timeout=0.1)
     gevent.sleep(0)
-    deadline = pool._waiters[0].deadline
-    pool._deadlines_due(gevent.get_hub().loop)  # an early fire: nobody is due yet
+    deadline = next(iter(pool._waiters)).deadline
+    pool._timer._fire(gevent.get_hub().loop)  # an early fire: nobody is due yet
     gevent.sleep(0)
-    assert not waiter.ready() and pool._timer_at == deadline
+    assert not waiter.ready() and pool._timer.at == deadline
     with pytest.raises(PoolExhaustedError):
         waiter.get(timeout=2)  # and the re-armed timer still ends the wait
-    assert pool._timer is None
+    assert not pool._timer.armed
     pool.release(held)
     check_invariants(pool)
 
@@ -201,7 +200,7 @@ def test_every_waiter_times_out_on_time_under_mixed_timeouts(make_pool):
     for timeout in timeouts:
         assert timeout - 0.005 <= ended[timeout] < timeout + 0.5, (timeout, ended[timeout])
     assert sorted(ended, key=ended.get) == sorted(timeouts)
-    assert pool._timer is None
+    assert not pool._timer.armed
     pool.release(held)
     check_invariants(pool)
 
@@ -262,7 +261,7 @@ def test_max_waiting_fails_fast(make_pool):
     waiters = [gevent.spawn(pool.acquire) for _ in range(2)]
     gevent.sleep(0)
     start = time.monotonic()
-    with pytest.raises(PoolExhaustedError, match=r"2 waiting \(max_waiting=2\)"):
+    with pytest.raises(PoolQueueFullError, match=r"2 waiting, max_waiting=2 reached"):
         pool.acquire(timeout=5)
     assert time.monotonic() - start < 0.1
     pool.release(held)
