@@ -31,15 +31,21 @@ What the pool does with each connection (a :class:`PooledConnection`):
 * never retries a command on its own: connections get ``Retry(NoBackoff(), 0)`` unless you pass
   ``retry=``, ``retry_on_timeout=`` or ``retry_on_error=`` (redis-py's opt-in, for idempotent use);
 * connects lean: RESP2 and no ``CLIENT SETINFO`` unless you ask for ``protocol=3`` or ``driver_info``.
+
+:class:`SentinelRedisPool` is the same pool for a Redis Sentinel service: it follows failovers (see
+``docs/sentinel.md``).
 """
 
 from ._connection import PooledConnection
 from ._errors import RedisPoolClosedError, RedisPoolExhaustedError
 from ._pool import RedisPool
+from ._sentinel import SentinelRedisPool, SentinelStats
 
 __all__ = [
     "PooledConnection",
     "RedisPool",
     "RedisPoolClosedError",
     "RedisPoolExhaustedError",
+    "SentinelRedisPool",
+    "SentinelStats",
 ]

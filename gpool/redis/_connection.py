@@ -202,7 +202,10 @@ class PooledConnection:
         fresh = self._sock is None  # type: ignore[attr-defined]
         outer, self._gpool_handshake = self._gpool_handshake, True
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
+            if fresh and not outer and self._gpool_slot is not None:
+                self._gpool_slot.owner._after_connect(self)  # inside the handshake: ROLE is not the user's
+            return result
         finally:
             self._gpool_handshake = outer
             if fresh and not outer:  # a new session: nothing owed, nothing changed
@@ -329,8 +332,8 @@ class _Slot:
         """
         conn = self.conn
         sock = conn._sock
-        if sock is None or self.epoch != self.owner._epoch:
-            return False
+        if sock is None or self.epoch != self.owner._epoch or not self.owner._slot_is_current(self):
+            return False  # closed, of an older epoch, or no longer wanted (Sentinel: not the master now)
         if _poll is None:  # pragma: no cover
             if not socket_is_clean(sock):
                 return False

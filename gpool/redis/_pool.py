@@ -339,6 +339,15 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
     def _get_in_use_connections(self) -> set[Any]:
         return {slot.conn for slot, _, _ in self._pool.checked_out()}
 
+    # -- hooks for subclasses (SentinelRedisPool) ------------------------------------------------------
+
+    def _slot_is_current(self, slot: _Slot) -> bool:
+        """At every checkout and return, no round trip: may this connection still be used?"""
+        return True
+
+    def _after_connect(self, conn: Any) -> None:
+        """After every handshake, inside it (not counted as the user's commands); raise to refuse."""
+
     # -- internals --------------------------------------------------------------------------------------
 
     def _new_slot(self) -> _Slot:

@@ -20,6 +20,9 @@ The module needs only the standard library; when PyMySQL is importable it is use
 MariaDB is ready, otherwise the ``mariadb`` command-line client is. It works unchanged in a
 process that has called ``gevent.monkey.patch_all()``.
 
+``SentinelCluster`` runs a whole Redis Sentinel deployment (1 master, N replicas, 3 sentinels) for
+failover tests.
+
 Run one from a shell with ``python -m gpool.testing mysql`` (or ``redis``): it prints the URL and
 serves until Ctrl-C.
 """
@@ -28,12 +31,15 @@ from ._server import find_free_port, find_mariadbd, find_redis_server
 from .mariadb import MariaDBServer
 from .redis import RedisServer
 from .replication import GaleraNode, MariaDBReplicaSet, find_galera_provider
+from .sentinel import RedisSentinel, SentinelCluster
 
 __all__ = [
     "GaleraNode",
     "MariaDBReplicaSet",
     "MariaDBServer",
+    "RedisSentinel",
     "RedisServer",
+    "SentinelCluster",
     "find_free_port",
     "find_galera_provider",
     "find_mariadbd",
