@@ -19,6 +19,7 @@ from greenlet import greenlet
 
 from . import _health
 from ._entry import _Entry, close_quietly
+from ._state import EWMA_WEIGHT
 from .errors import PoolClosedError
 from .options import MAX_RETRY_DELAY
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("gpool")
-
-#: weight of the newest sample in the running averages of connect and hold times (see Pool._grow_at)
-EWMA_WEIGHT = 0.2
 
 #: max_lifetime is shortened by up to this fraction per connection, so a batch opened together
 #: does not expire together
@@ -241,5 +239,7 @@ def _new_entry(pool: Pool[Any], conn: Any, began: float, gen: int) -> _Entry:
     entry.fast_until = min(now + entry.fresh_for, expires_at)
     if pool.options.on_checkin is not None or pool.options.leak_timeout is not None:
         entry.reset = functools.partial(_health.checkin, pool, entry, entry.reset)
+    # Nothing to run on its return: the state machine's inlined release checks it in directly.
+    entry.plain = entry.reset is None and entry.is_expired is None and not entry.native
     return entry
 

@@ -64,6 +64,7 @@ class _Entry:
         "last_used_at",
         "leak_reported",
         "native",
+        "plain",
         "reset",
         "retire_at",
         "stack",
@@ -93,6 +94,8 @@ class _Entry:
         self.usage = 0
         self.holder: Optional[greenlet] = None
         self.native = isinstance(conn, Connection)
+        #: nothing to run when it comes back (set by the pool once its hooks are known)
+        self.plain = False
         self.close = _hook(conn, "close")
         self.is_clean = _hook(conn, "is_clean")
         # The yielding check, given the caller's remaining deadline; is_connected() is the older form.

@@ -38,6 +38,10 @@ from .stats import CLOSE_REASONS, Histogram
 _thread_id: Callable[[], int] = get_original("_thread", "get_ident")
 
 
+#: weight of the newest sample in the running averages of connect and hold times (see Pool._grow_at)
+EWMA_WEIGHT = 0.2
+
+
 def _no_clock() -> float:
     raise RuntimeError("the pool's clock (_now) was not set")
 
@@ -58,6 +62,8 @@ class PoolState:
         self._timer = DeadlineTimer(self._deadlines_due)
         self._thread: Optional[int] = None  # the OS thread that uses the pool: bound at first use
         self._now: Callable[[], float] = _no_clock
+        self._timing = False  # whether releases record hold times
+        self._hold_avg = math.inf  # the running average of hold times (see gpool.Pool._grow_at)
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -154,8 +160,37 @@ class PoolState:
 
     # -- return ----------------------------------------------------------------------------------
 
-    def _check_in(self, entry: _Entry, now: float) -> None:
-        """A healthy connection came back from its holder: to the oldest waiter, else idle."""
+    def release(self, conn: Any) -> None:
+        """Return a connection taken with :meth:`acquire`.
+
+        Calls its ``reset()`` when it has one (a failing reset, or a connection left unclean, drops
+        it, logged); closes it instead when it outlived ``max_lifetime`` or ``max_usage``, or when
+        the pool is closed. Never raises for those. Raises :class:`ConnectionNotFoundError` for a
+        connection the pool does not track (foreign, or already released) and
+        :class:`~gpool.ConnectionHeldError` when another live greenlet holds it, changing nothing.
+        """
+        # Inlined here, the one place it is (see acquire): the check-in of a connection its holder
+        # gives back. The steps that may do I/O are gpool.Pool's (_prepare_return, _retire).
+        entry = self._in_use.get(id(conn))
+        # One identity test for the common case (a holder is of the pool's own thread, so that is
+        # checked too); anything else (not ours, another holder) takes the checks that explain it.
+        if entry is None or entry.holder is not getcurrent():
+            entry = self._release_unheld(conn)
+            if entry is None:
+                return  # inherited from the parent process: forgotten
+        if not entry.plain and not self._prepare_return(entry):
+            return
+        now = self._now()
+        held = now - entry.checked_out_at
+        self._released += 1
+        if not self._idle:  # busy: keep the hold-time average that wait-or-connect decisions use
+            avg = self._hold_avg
+            self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
+        if self._timing:
+            self._use_hist.record(held)
+        if now >= entry.retire_at:
+            self._retire(entry, now)
+            return
         # Critical section: out of the in-use map and on to its next user in one step.
         del self._in_use[entry.key]
         entry.holder = None
@@ -165,7 +200,16 @@ class PoolState:
         if self._waiters:
             self._make_available(entry, now)
         else:
-            self._idle.append(entry)  # (inlined _make_available: the uncontended release)
+            self._idle.append(entry)
+
+    def _release_unheld(self, conn: Any) -> Optional[_Entry]:
+        raise NotImplementedError
+
+    def _prepare_return(self, entry: _Entry) -> bool:
+        raise NotImplementedError
+
+    def _retire(self, entry: _Entry, now: float) -> None:
+        raise NotImplementedError
 
     def _make_available(self, entry: _Entry, now: float) -> None:
         # Critical section (called from one): hand off to the oldest waiter, never via the idle stack.

@@ -22,7 +22,6 @@ from gevent import getcurrent
 from gevent.hub import get_hub
 
 from . import _connect, _health, _waiting
-from ._connect import EWMA_WEIGHT
 from ._entry import _Entry, close_quietly
 from ._state import PoolState, _thread_id
 from ._waiting import _Waiter
@@ -150,7 +149,6 @@ class Pool(PoolState, Generic[T]):
         # Running averages behind the choice to wait for a return rather than connect (_grow_at); inf
         # until measured. Hold times are sampled only while no connection is idle: then it matters.
         self._connect_avg = math.inf
-        self._hold_avg = math.inf
         self._outage = _connect.Outage(self.name)
         self._pid = os.getpid()
         self._reaper: Optional[ConnectionReaper] = None
@@ -192,42 +190,28 @@ class Pool(PoolState, Generic[T]):
     if TYPE_CHECKING:  # defined (inlined) in the state machine, for speed: see PoolState.acquire
         def acquire(self, timeout: Optional[float] = None) -> T: ...
 
-    def release(self, conn: T) -> None:
-        """Return a connection taken with :meth:`acquire`.
+    if TYPE_CHECKING:  # defined (inlined) in the state machine, for speed: see PoolState.release
+        def release(self, conn: T) -> None: ...
 
-        Calls its ``reset()`` when it has one (a failing reset, or a connection left unclean, drops
-        it, logged); closes it instead when it outlived ``max_lifetime`` or ``max_usage``, or when
-        the pool is closed. Never raises for those. Raises :class:`ConnectionNotFoundError` for a
-        connection the pool does not track (foreign, or already released) and
-        :class:`~gpool.ConnectionHeldError` when another live greenlet holds it, changing nothing.
-        """
-        entry = self._in_use.get(id(conn))
-        # The common case costs one identity test (a holder is of the pool's own thread, so that is
-        # checked too); anything else (not ours, another holder) takes the checks that explain it.
-        if entry is None or entry.holder is not getcurrent():
-            entry = self._held_entry(conn, "release")
-            if entry is None:
-                return  # inherited from the parent process: forgotten
+    def _release_unheld(self, conn: Any) -> Optional[_Entry]:
+        """release() of a connection the caller does not hold: the record, or None (after raising)."""
+        return self._held_entry(conn, "release")
+
+    def _prepare_return(self, entry: _Entry) -> bool:
+        """The return's I/O and checks before the check-in: ``reset()``, ``is_expired()``. False: dropped."""
         if (entry.reset is not None and not self._closed
                 and (not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry)):
-            return  # the reset failed and dropped it, or another greenlet dropped it meanwhile
-        now = monotonic()
-        self._released += 1
-        if not self._idle:  # busy: keep the hold-time average that growth decisions use
-            held, avg = now - entry.checked_out_at, self._hold_avg
-            self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
-        if self._timing:
-            self._use_hist.record(now - entry.checked_out_at)
+            return False  # the reset failed and dropped it, or another greenlet dropped it meanwhile
         if entry.native:
-            conn.last_used_at = now  # type: ignore[attr-defined]
-        if now < entry.retire_at and entry.is_expired is None:
-            self._check_in(entry, now)  # the common case, without a call to ask why not
-            return
-        reason = _health.return_reason(entry, now, self._closed)
-        if reason is None:
-            self._check_in(entry, now)
-        else:
-            self._drop_held(entry, reason)
+            entry.conn.last_used_at = monotonic()
+        if entry.is_expired is not None and entry.is_expired():
+            self._drop_held(entry, "expired_lifetime")
+            return False
+        return True
+
+    def _retire(self, entry: _Entry, now: float) -> None:
+        """A connection came back past its retirement (lifetime, max_usage, the pool closed): close it."""
+        self._drop_held(entry, _health.return_reason(entry, now, self._closed) or "expired_lifetime")
 
     def drop(self, conn: T, reason: str = "dropped") -> None:
         """Close a connection and forget it, whether it is idle or in use; its slot is freed at once.
