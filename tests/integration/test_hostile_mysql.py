@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from pymysql.constants import FIELD_TYPE  # noqa: E402
 
 from gpool import PoolExhaustedError  # noqa: E402
+from gpool._chain import exception_chain  # noqa: E402
 from gpool.mysql import MySQLConnection, MySQLPool  # noqa: E402
 from tests.hostile_servers import FakeMySQL, frozen  # noqa: E402
 
@@ -39,16 +40,7 @@ def fake_pool(server: FakeMySQL, **kwargs: Any) -> MySQLPool:
 
 def texts(exc: BaseException) -> list[str]:
     """Every message and repr in the exception chain."""
-    out, seen = [], set()
-    todo: list[Any] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        out += [str(current), repr(current), repr(current.args)]
-        todo += [current.__cause__, current.__context__]
-    return out
+    return [text for current in exception_chain(exc) for text in (str(current), repr(current), repr(current.args))]
 
 
 @pytest.fixture
