@@ -61,9 +61,12 @@ class Attempt:
     the pool's ``is_permanent_error`` recognises, or ``timeout=0``, ends them at the first failure.
     """
 
-    __slots__ = ("attempts", "cause", "connect_failed", "deadline", "delay", "limit", "once", "start")
+    __slots__ = ("attempts", "cause", "connect_failed", "deadline", "delay", "limit", "once", "pool", "start")
 
     def __init__(self, pool: Pool[Any], start: float, deadline: Optional[float], once: bool) -> None:
+        # Made for every acquisition that does not take the fast path: the retry policy is read only
+        # when a connect fails.
+        self.pool = pool
         self.start = start
         self.deadline = deadline
         #: timeout=0: one connect attempt, nothing waited for
@@ -73,11 +76,8 @@ class Attempt:
         self.cause: Optional[BaseException] = None
         #: whether that last failure was a connect
         self.connect_failed = False
-        retry = pool.options.retry
-        if retry is None and deadline is None:
-            retry = RETRIES_WITHOUT_DEADLINE
-        self.limit = 0 if once else retry
-        self.delay = pool.options.retry_delay
+        self.limit: Optional[int] = None
+        self.delay = -1.0  # not read yet
 
     def remaining(self) -> Optional[float]:
         """Seconds left (may be <= 0); None without a deadline."""
@@ -88,6 +88,13 @@ class Attempt:
         self.cause = exc
         self.connect_failed = True
         self.attempts += 1
+        if self.delay < 0:
+            options = self.pool.options
+            retry = options.retry
+            if retry is None and self.deadline is None:
+                retry = RETRIES_WITHOUT_DEADLINE
+            self.limit = 0 if self.once else retry
+            self.delay = options.retry_delay
         if permanent or (self.limit is not None and self.attempts > self.limit):
             return None
         pause = self.delay * random.uniform(0.5, 1.0)  # jitter: greenlets retrying together drift apart

@@ -16,16 +16,15 @@ import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from time import monotonic
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
 
 from gevent import getcurrent
 from gevent.hub import get_hub
-from gevent.monkey import get_original
 
 from . import _connect, _health, _waiting
 from ._connect import EWMA_WEIGHT
 from ._entry import _Entry, close_quietly
-from ._state import PoolState
+from ._state import PoolState, _thread_id
 from ._waiting import _Waiter
 from .errors import (
     ConnectFailedError,
@@ -49,8 +48,6 @@ log = logging.getLogger("gpool")
 T = TypeVar("T")
 
 
-# The OS thread's id even under monkey-patching (where threading.get_ident names the greenlet).
-_thread_id: Callable[[], int] = get_original("_thread", "get_ident")
 
 _names = itertools.count(1)
 _live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
@@ -139,7 +136,7 @@ class Pool(PoolState, Generic[T]):
         self._factory_kwargs: dict[str, Any] = dict(options or {})
         self._timeout = config.timeout
         self._min = config.initial_connections
-        self._thread: Optional[int] = None  # bound at first use
+        self._now = monotonic  # the clock of the state machine's inlined fast path (tests step it)
         # For this long after a release, a checkout needs no health check nor idle-expiry test. With
         # checkout hooks, leak tracking or max_usage, never: every checkout takes the slow path, which
         # runs them, so the fast path pays nothing for features that are off.
@@ -148,6 +145,8 @@ class Pool(PoolState, Generic[T]):
         if config.on_checkout is not None or config.leak_timeout is not None or config.max_usage is not None:
             self._fresh_for = -math.inf
         self._plain_checkout = config.on_checkout is None and config.leak_timeout is None
+        self._timing = config.timing_stats
+        self._max_usage = config.max_usage
         # Running averages behind the choice to wait for a return rather than connect (_grow_at); inf
         # until measured. Hold times are sampled only while no connection is idle: then it matters.
         self._connect_avg = math.inf
@@ -190,26 +189,8 @@ class Pool(PoolState, Generic[T]):
         """True once :meth:`close` was called."""
         return self._closed
 
-    def acquire(self, timeout: Optional[float] = None) -> T:
-        """Take a connection; the caller must :meth:`release` or :meth:`drop` it.
-
-        Waits at most ``timeout`` seconds (``None``: the pool's ``timeout``; ``0``: do not wait) for
-        the whole acquisition: waiting, connecting with retries, health checks. Raises a
-        :class:`PoolExhaustedError` when that fails: :class:`~gpool.PoolTimeoutError` (every
-        connection stayed in use), :class:`~gpool.ConnectFailedError` (connecting failed, cause in
-        ``__cause__``), :class:`~gpool.PoolQueueFullError` (``max_waiting`` reached) or
-        :class:`~gpool.PoolDeadlockError` (this greenlet holds them all); :class:`PoolClosedError`
-        after :meth:`close`; :class:`~gpool.PoolThreadError` from another OS thread.
-        """
-        idle = self._idle
-        if idle and self._thread == _thread_id():  # nothing idle while anyone waits: no queue to jump
-            entry = idle[-1]
-            now = monotonic()
-            if now < entry.fast_until and (entry.is_clean is None or entry.is_clean()):
-                self._lease(entry, now, getcurrent())  # fresh: no expiry test nor health check due
-                self._acquired += 1
-                return entry.conn  # type: ignore[no-any-return]
-        return self._acquire_slow(timeout)
+    if TYPE_CHECKING:  # defined (inlined) in the state machine, for speed: see PoolState.acquire
+        def acquire(self, timeout: Optional[float] = None) -> T: ...
 
     def release(self, conn: T) -> None:
         """Return a connection taken with :meth:`acquire`.
@@ -220,22 +201,28 @@ class Pool(PoolState, Generic[T]):
         connection the pool does not track (foreign, or already released) and
         :class:`~gpool.ConnectionHeldError` when another live greenlet holds it, changing nothing.
         """
-        entry = self._held_entry(conn, "release")
-        if entry is None:
-            return  # inherited from the parent process: forgotten
+        entry = self._in_use.get(id(conn))
+        # The common case costs one identity test (a holder is of the pool's own thread, so that is
+        # checked too); anything else (not ours, another holder) takes the checks that explain it.
+        if entry is None or entry.holder is not getcurrent():
+            entry = self._held_entry(conn, "release")
+            if entry is None:
+                return  # inherited from the parent process: forgotten
         if (entry.reset is not None and not self._closed
                 and (not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry)):
             return  # the reset failed and dropped it, or another greenlet dropped it meanwhile
         now = monotonic()
         self._released += 1
-        held = now - entry.checked_out_at
         if not self._idle:  # busy: keep the hold-time average that growth decisions use
-            avg = self._hold_avg
+            held, avg = now - entry.checked_out_at, self._hold_avg
             self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
-        if self._opts.timing_stats:
-            self._use_hist.record(held)
+        if self._timing:
+            self._use_hist.record(now - entry.checked_out_at)
         if entry.native:
             conn.last_used_at = now  # type: ignore[attr-defined]
+        if now < entry.retire_at and entry.is_expired is None:
+            self._check_in(entry, now)  # the common case, without a call to ask why not
+            return
         reason = _health.return_reason(entry, now, self._closed)
         if reason is None:
             self._check_in(entry, now)
@@ -356,10 +343,10 @@ class Pool(PoolState, Generic[T]):
             timeout = self._timeout
         else:
             check_number("timeout", timeout)
-        self._bind_thread()
+        if self._thread != _thread_id():
+            self._bind_thread()
         start = monotonic()
-        deadline = None if timeout is None else start + timeout
-        attempt = _connect.Attempt(self, start, deadline, once=timeout == 0)
+        attempt = _connect.Attempt(self, start, None if timeout is None else start + timeout, timeout == 0)
         while True:
             if self._forked:
                 self._after_fork()
@@ -368,13 +355,16 @@ class Pool(PoolState, Generic[T]):
             entry = self._take(attempt)
             if entry is None:
                 continue  # woken with nothing (closed, forked): the loop head decides
-            fresh = entry.created_at >= start
-            if _health.checkout(self, entry, fresh, attempt):
-                entry.usage += 1
-                if self._opts.max_usage is not None and entry.usage >= self._opts.max_usage:
-                    entry.retire_at = -math.inf
+            # A handed-over connection still fresh, with no checks or hooks to run, needs no call.
+            if ((entry.checked_out_at < entry.fast_until and entry.is_clean is None and self._plain_checkout)
+                    or _health.checkout(self, entry, entry.created_at >= start, attempt)):
+                if self._max_usage is not None:
+                    entry.usage += 1
+                    if entry.usage >= self._max_usage:
+                        entry.retire_at = -math.inf
                 self._acquired += 1
-                self._outage.recovered()
+                if attempt.cause is not None:
+                    self._outage.recovered()
                 return entry.conn  # type: ignore[no-any-return]
 
     def _take(self, attempt: _connect.Attempt) -> Optional[_Entry]:

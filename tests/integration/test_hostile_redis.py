@@ -71,14 +71,18 @@ def test_health_check_waits_the_callers_timeout_not_one_second() -> None:
             pool.close()
 
 
-def test_user_retry_policy_does_not_multiply_connect_attempts() -> None:
-    with FakeRedis("wrong_password") as server:
+@pytest.mark.parametrize(("mode", "sessions"), [
+    ("stale_after_auth", 2),  # a transient failure: the pool's two attempts, not 2 x 4
+    ("wrong_password", 1),  # cannot succeed on retry: one attempt, however many are allowed
+])
+def test_user_retry_policy_does_not_multiply_connect_attempts(mode: str, sessions: int) -> None:
+    with FakeRedis(mode) as server:
         pool = fake_pool(server, password="bad", connect_retries=1, retry_delay=0.01,
                          retry=Retry(ConstantBackoff(0.01), 3))
         try:
             with pytest.raises(redis.ConnectionError):
                 pool.client().get("k")
-            assert server.sessions == 2  # the pool's two attempts, not 2 x 4
+            assert server.sessions == sessions
         finally:
             pool.close()
 
