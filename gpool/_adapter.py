@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-from urllib.parse import SplitResult, unquote, urlsplit
+from collections.abc import Container, Iterator, Mapping
+from typing import Any, Callable, Optional
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .pool import Pool
 from .stats import PoolStats
@@ -57,7 +58,8 @@ def split_url(url: Any, schemes: tuple[str, ...]) -> SplitResult:
 
     Rejects a user or password holding a raw ``/``, ``?`` or ``#`` (``urlsplit`` would cut the URL
     there and put the rest of the password in the host, port or path), and characters that Unicode
-    normalisation (NFKC) turns into a delimiter (``urlsplit`` raises quoting the whole netloc).
+    normalisation (NFKC) turns into a delimiter (``urlsplit`` raises quoting the whole netloc), and
+    a fragment.
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a string, got {type(url).__name__}")
@@ -76,10 +78,49 @@ def split_url(url: Any, schemes: tuple[str, ...]) -> SplitResult:
                 raise ValueError("url: the user or password holds a raw '/', '?', '#' or '@': percent-encode "
                                  "them (%2F, %3F, %23, %40)")
     try:
-        return urlsplit(url)
+        parts = urlsplit(url)
     except ValueError:  # its message quotes the netloc, password included
         raise ValueError("url: the user, password or host holds a character that Unicode normalisation "
                          "(NFKC) turns into '/', '?', '#', '@' or ':', or is malformed: percent-encode it") from None
+    if parts.fragment:
+        raise ValueError("url: a fragment (#...) is not allowed")
+    return parts
+
+
+def url_port(url: str, parts: SplitResult) -> Optional[int]:
+    """The port of a single-host URL (None when it names none), from 1 to 65535."""
+    try:
+        port = parts.port
+    except ValueError:
+        text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ValueError(f"url: port must be an integer from 1 to 65535, got {url_shown(url, text)}") from None
+    if port == 0:
+        raise ValueError("url: port must be an integer from 1 to 65535, got '0'")
+    return port
+
+
+def url_path(parts: SplitResult) -> str:
+    """The URL's path, unquoted, without its leading ``/``."""
+    return unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+
+
+def url_query(url: str, parts: SplitResult, known: Container[str], *, repeatable: Container[str] = (),
+              hints: Optional[Mapping[str, str]] = None) -> Iterator[tuple[str, str]]:
+    """The URL's query as ``(option, text)`` pairs: each a ``known`` option, given once, or a
+    ``repeatable`` one; an unknown option's error adds its entry in ``hints``."""
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError("url: the query string is malformed (expected option=value&...)") from None
+    seen: set[str] = set()
+    for key, text in pairs:
+        if key not in repeatable:
+            if key not in known:
+                raise ValueError(f"url: unknown option {url_shown(url, key)}{(hints or {}).get(key, '')}")
+            if key in seen:
+                raise ValueError(f"url: option {key!r} given more than once")
+            seen.add(key)
+        yield key, text
 
 
 def url_shown(url: str, text: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Union
 
+from ._chain import exception_chain
+
 Secret = Union[str, bytes]
 
 
@@ -55,13 +57,7 @@ def quotes_secret(exc: BaseException, forms: tuple[Secret, ...]) -> bool:
     """True when ``exc`` or any exception chained to it (cause, context) may show one of ``forms``."""
     if not forms:
         return False
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in exception_chain(exc):
         for text in _texts(current):
             if text is None:
                 return True
@@ -70,7 +66,4 @@ def quotes_secret(exc: BaseException, forms: tuple[Secret, ...]) -> bool:
                     return True
                 if isinstance(text, bytearray) and isinstance(form, bytes) and form in text:
                     return True
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                todo.append(linked)
     return False

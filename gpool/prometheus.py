@@ -26,6 +26,25 @@ from .stats import BUCKETS, CLOSE_REASONS
 
 __all__ = ["PoolCollector"]
 
+_POOL = ("pool",)
+
+#: key in collect() -> (family class, metric name, help, labels)
+_FAMILIES: dict[str, tuple[Any, str, str, tuple[str, ...]]] = {
+    "connections": (GaugeMetricFamily, "gpool_connections", "Connections by state", ("pool", "state")),
+    "maximum": (GaugeMetricFamily, "gpool_max_connections", "The pool's cap", _POOL),
+    "waiting": (GaugeMetricFamily, "gpool_waiting", "Greenlets waiting for a connection", _POOL),
+    "wait": (HistogramMetricFamily, "gpool_acquire_wait_seconds", "Time acquisitions spent queued", _POOL),
+    "acquired": (CounterMetricFamily, "gpool_acquisitions", "Connections handed out", _POOL),
+    "created": (CounterMetricFamily, "gpool_connections_created", "Connections opened", _POOL),
+    "closed": (CounterMetricFamily, "gpool_connections_closed", "Connections closed, by reason", ("pool", "reason")),
+    "timeouts": (CounterMetricFamily, "gpool_acquire_timeouts", "Acquisitions that ended in PoolExhaustedError",
+                 _POOL),
+    "errors": (CounterMetricFamily, "gpool_connect_errors", "Failed connect attempts", _POOL),
+    "leaks": (CounterMetricFamily, "gpool_leaks", "Connections held past leak_timeout", _POOL),
+    "averages": (GaugeMetricFamily, "gpool_average_seconds", "Running averages of connect and hold times",
+                 ("pool", "of")),
+}
+
 
 class PoolCollector(Collector):
     """A custom collector exposing each pool's gauges, counters and acquire-wait histogram.
@@ -89,23 +108,7 @@ class PoolCollector(Collector):
 
     @staticmethod
     def _families() -> dict[str, Any]:
-        return {
-            "connections": GaugeMetricFamily("gpool_connections", "Connections by state", labels=["pool", "state"]),
-            "maximum": GaugeMetricFamily("gpool_max_connections", "The pool's cap", labels=["pool"]),
-            "waiting": GaugeMetricFamily("gpool_waiting", "Greenlets waiting for a connection", labels=["pool"]),
-            "wait": HistogramMetricFamily("gpool_acquire_wait_seconds", "Time acquisitions spent queued",
-                                          labels=["pool"]),
-            "acquired": CounterMetricFamily("gpool_acquisitions", "Connections handed out", labels=["pool"]),
-            "created": CounterMetricFamily("gpool_connections_created", "Connections opened", labels=["pool"]),
-            "closed": CounterMetricFamily("gpool_connections_closed", "Connections closed, by reason",
-                                          labels=["pool", "reason"]),
-            "timeouts": CounterMetricFamily("gpool_acquire_timeouts", "Acquisitions that ended in PoolExhaustedError",
-                                            labels=["pool"]),
-            "errors": CounterMetricFamily("gpool_connect_errors", "Failed connect attempts", labels=["pool"]),
-            "leaks": CounterMetricFamily("gpool_leaks", "Connections held past leak_timeout", labels=["pool"]),
-            "averages": GaugeMetricFamily("gpool_average_seconds", "Running averages of connect and hold times",
-                                          labels=["pool", "of"]),
-        }
+        return {key: kind(name, doc, labels=list(labels)) for key, (kind, name, doc, labels) in _FAMILIES.items()}
 
     def describe(self) -> list[Any]:
         """The metric families without samples, so a registry refuses a second PoolCollector."""

@@ -20,6 +20,10 @@ Fixtures:
 ``mysql_server_factory`` / ``redis_server_factory``
     ``factory(extra_args=[...])`` starts a fresh private server for one test (removed after it),
     for tests that need special server options such as ``--wait-timeout=2``.
+``fresh_sentinel_cluster``
+    A Sentinel deployment (1 master, 2 replicas, 3 sentinels) of its own, for a test that fails over.
+``closing``
+    A list: every pool a test appends to it is closed after the test.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from gpool.testing import MariaDBServer, RedisServer, find_mariadbd, find_redis_server
+from gpool.testing import MariaDBServer, RedisServer, SentinelCluster, find_mariadbd, find_redis_server
 
 MYSQL_ENV = "GPOOL_TEST_MYSQL_URL"
 REDIS_ENV = "GPOOL_TEST_REDIS_URL"
@@ -242,3 +246,22 @@ def mysql_server_factory() -> Iterator[Callable[..., MariaDBServer]]:
 def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """``factory(**RedisServer kwargs)``: start a private Redis, removed at the end of the test."""
     yield from _server_factory(RedisServer, find_redis_server, "redis-server", REDIS_ENV)
+
+
+@pytest.fixture
+def fresh_sentinel_cluster() -> Iterator[SentinelCluster]:
+    """A Sentinel deployment of its own (1 master, 2 replicas, 3 sentinels), for a test that fails over."""
+    with SentinelCluster(replicas=2) as deployment:
+        yield deployment
+
+
+# -- pools a test makes
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Append each pool the test makes: all are closed after it, whatever the outcome."""
+    pools: list[Any] = []
+    yield pools
+    for pool in pools:
+        pool.close()

@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import gevent
 from gevent.server import StreamServer
@@ -43,6 +43,35 @@ def _stopped(pid: int) -> bool:
             if f.read().rpartition(")")[2].split()[0] not in ("T", "t"):
                 return False
     return True
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+_Fake = TypeVar("_Fake", bound="_FakeServer")
+
+
+class _FakeServer:
+    """A ``StreamServer`` on a free loopback port calling ``_handle(sock, address)`` per session; the
+    subclass counts ``sessions`` and misbehaves as its ``mode`` says."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sessions = 0
+        self.server = StreamServer(("127.0.0.1", 0), self._handle)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def __enter__(self: _Fake) -> _Fake:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.stop(timeout=1)
+
+    def _handle(self, sock: Any, address: Any) -> None:
+        raise NotImplementedError
 
 
 # -- MySQL ----------------------------------------------------------------------------------------
@@ -113,7 +142,7 @@ def _result(wire: _Wire, value: bytes, status: int = _STATUS_AUTOCOMMIT) -> None
     wire.packet(b"\xfe" + struct.pack("<HH", 0, status))
 
 
-class FakeMySQL:
+class FakeMySQL(_FakeServer):
     """A MySQL-protocol server: login with any password, ``SELECT 'text'`` returns ``text``, OK otherwise.
 
     Modes: ``normal``; ``stale_with_reply`` (a second result set ``STALE`` in the same segment as the
@@ -124,21 +153,8 @@ class FakeMySQL:
     """
 
     def __init__(self, mode: str = "normal") -> None:
-        self.mode = mode
-        self.sessions = 0
+        super().__init__(mode)
         self.queries: list[bytes] = []
-        self.server = StreamServer(("127.0.0.1", 0), self._handle)
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def __enter__(self) -> FakeMySQL:
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.stop(timeout=1)
 
     def _handle(self, sock: Any, address: Any) -> None:
         self.sessions += 1
@@ -207,7 +223,7 @@ class FakeMySQL:
 # -- RESP -----------------------------------------------------------------------------------------
 
 
-class FakeRedis:
+class FakeRedis(_FakeServer):
     """A RESP2 server: PING, AUTH, SELECT, CLIENT, SET, GET, ECHO; anything else ``+OK``.
 
     Modes: ``normal``; ``stale_after_auth`` (``+STALE`` in the same segment as AUTH's ``+OK``);
@@ -216,23 +232,10 @@ class FakeRedis:
     """
 
     def __init__(self, mode: str = "normal", delay: float = 0.0) -> None:
-        self.mode = mode
+        super().__init__(mode)
         self.delay = delay
-        self.sessions = 0
         self.commands: list[list[bytes]] = []
         self.data: dict[bytes, bytes] = {}
-        self.server = StreamServer(("127.0.0.1", 0), self._handle)
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def __enter__(self) -> FakeRedis:
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.stop(timeout=1)
 
     def _handle(self, sock: Any, address: Any) -> None:
         self.sessions += 1

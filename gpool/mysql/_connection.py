@@ -19,6 +19,7 @@ from gevent import monkey
 from pymysql import err as _err
 from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
+from .._chain import exception_chain
 from .._secret import quotes_secret, secret_forms
 from ..connection import socket_is_clean
 from ._reader import _Reader
@@ -571,14 +572,4 @@ def _statements(name: str, value: Any) -> tuple[str, ...]:
 
 def _timed_out(exc: BaseException) -> bool:
     """A socket timeout anywhere in the chain (PyMySQL wraps it in OperationalError 2013 or 2003)."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (socket.timeout, TimeoutError)):
-            return True
-        todo += [current.__cause__, current.__context__, getattr(current, "original_exception", None)]
-    return False
+    return any(isinstance(e, (socket.timeout, TimeoutError)) for e in exception_chain(exc, "original_exception"))

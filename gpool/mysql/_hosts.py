@@ -394,19 +394,26 @@ class HostList:
     def _attempt(self, host: _Host, open_one: Callable[[str, int, float], Any], outcomes: list[str],
                  cause: Optional[BaseException]) -> tuple[Any, int, Optional[BaseException]]:
         """Open and probe one host: ``(conn or None, verdict, last error)``; failures deny it."""
+        try:
+            conn, role, verdict = self._try_host(host, open_one)
+        except Exception as exc:
+            outcomes.append(f"{host.address} {_describe(exc)}")
+            return None, _REJECT, exc
+        if verdict == _REJECT:
+            outcomes.append(f"{host.address} is {'a rogue primary' if host.rogue else role}")
+        return conn, verdict, cause
+
+    def _try_host(self, host: _Host, open_one: Callable[[str, int, float], Any]) -> tuple[Any, Optional[str], int]:
+        """Open and probe ``host``, counted in its stats: ``(conn, role, verdict)``; a failure denies it."""
         host.attempts += 1
         try:
             conn, role = self._open_and_probe(host, open_one)
         except Exception as exc:
             host.failures += 1
             self.deny(host, monotonic(), _describe(exc))
-            outcomes.append(f"{host.address} {_describe(exc)}")
-            return None, _REJECT, exc
+            raise
         host.connects += 1
-        verdict = self.verdict(host, role, monotonic(), pooled=False)
-        if verdict == _REJECT:
-            outcomes.append(f"{host.address} is {'a rogue primary' if host.rogue else role}")
-        return conn, verdict, cause
+        return conn, role, self.verdict(host, role, monotonic(), pooled=False)
 
     def _open_and_probe(self, host: _Host, open_one: Callable[[str, int, float], Any]) -> tuple[Any, Optional[str]]:
         """Connect, greet, authenticate and probe within ``host_connect_timeout`` (gevent.Timeout: PyMySQL's
@@ -449,16 +456,11 @@ class HostList:
 
     def _probe_hosts(self, due: list[_Host], open_one: Callable[[str, int, float], Any]) -> None:
         for host in due:
-            host.attempts += 1
             try:
-                conn, role = self._open_and_probe(host, open_one)
-            except Exception as exc:
-                host.failures += 1
-                self.deny(host, monotonic(), _describe(exc))
+                conn, _, _ = self._try_host(host, open_one)
+            except Exception:  # denied and counted by _try_host
                 continue
-            host.connects += 1
             conn.close()
-            self.verdict(host, role, monotonic(), pooled=False)
 
     # -- stats -----------------------------------------------------------------------------------
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import pymysql
 import pymysql.connections
 import pymysql.cursors
 
-from .._adapter import POOL_URL_OPTIONS, split_url, url_bool, url_float, url_int, url_none, url_shown, url_str
+from .. import _adapter
+from .._adapter import POOL_URL_OPTIONS, url_bool, url_float, url_int, url_none, url_str
 from ._hosts import HOST_URL_OPTIONS, parse_url_hosts
 
 # -- from_url option parsing -----------------------------------------------------------------------
@@ -63,47 +64,31 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 
 def parse_url(url: Any) -> dict[str, Any]:
     """The keyword arguments of ``MySQLPool`` that ``url`` stands for (see ``MySQLPool.from_url``)."""
-    parts = split_url(url, ("mysql", "mysql+pymysql"))
-    if parts.fragment:
-        raise ValueError("url: a fragment (#...) is not allowed")
+    parts = _adapter.split_url(url, ("mysql", "mysql+pymysql"))
     host_list = parts.netloc.rpartition("@")[2]  # urlsplit cannot parse a multi-host netloc's port
-    try:
-        port = None if "," in host_list else parts.port
-    except ValueError:
-        text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        raise ValueError(f"url: port must be an integer from 1 to 65535, got {url_shown(url, text)}") from None
+    port = None if "," in host_list else _adapter.url_port(url, parts)
     options: dict[str, Any] = {}
     if "," in host_list:
         options["hosts"] = parse_url_hosts(unquote(host_list))
     elif parts.hostname:
         options["host"] = unquote(parts.hostname)
     if port is not None:
-        if port == 0:
-            raise ValueError("url: port must be an integer from 1 to 65535, got '0'")
         options["port"] = port
     if parts.username:
         options["user"] = unquote(parts.username)
     if parts.password is not None:
         options["password"] = unquote(parts.password)
-    path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+    path = _adapter.url_path(parts)
     if "/" in path:
-        raise ValueError(f"url: database must be a single path segment, got {url_shown(url, path)}")
+        raise ValueError(f"url: database must be a single path segment, got {_adapter.url_shown(url, path)}")
     if path:
         options["database"] = path
-    try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ValueError("url: the query string is malformed (expected option=value&...)") from None
     setsession: list[str] = []
-    for key, text in pairs:
+    for key, text in _adapter.url_query(url, parts, _URL_OPTIONS, repeatable=("setsession",)):
         if key == "setsession":
             setsession.append(text)
-            continue
-        if key not in _URL_OPTIONS:
-            raise ValueError(f"url: unknown option {url_shown(url, key)}")
-        if key in options:
-            raise ValueError(f"url: option {key!r} given more than once")
-        options[key] = _URL_OPTIONS[key](key, text)
+        else:
+            options[key] = _URL_OPTIONS[key](key, text)
     if setsession:
         options["setsession"] = setsession
     return options

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 # Absolute imports (Python 3): this is redis-py, not this module.
-from .._adapter import POOL_URL_OPTIONS, split_url, url_bool, url_float, url_int, url_none, url_shown, url_str
+from .. import _adapter
+from .._adapter import POOL_URL_OPTIONS, url_bool, url_float, url_int, url_none, url_str
 
 # -- from_url ------------------------------------------------------------------------------------------
 
@@ -40,11 +41,12 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 _SSL_ONLY = frozenset(key for key in _URL_OPTIONS if key.startswith("ssl_"))
 
 
+_HINTS = {"retry": " (redis-py's Retry object cannot be given in a URL; connect attempts are connect_retries)"}
+
+
 def _parse_url(url: Any) -> dict[str, Any]:
-    parts = split_url(url, ("redis", "rediss", "unix"))
+    parts = _adapter.split_url(url, ("redis", "rediss", "unix"))
     scheme = parts.scheme.lower()
-    if parts.fragment:
-        raise ValueError("url: a fragment (#...) is not allowed")
     options: dict[str, Any] = {}
     if parts.username:
         options["username"] = unquote(parts.username)
@@ -55,40 +57,22 @@ def _parse_url(url: Any) -> dict[str, Any]:
             raise ValueError("url: unix:// needs the socket's path, e.g. unix:///run/redis.sock")
         options["path"] = unquote(parts.path)
     else:
-        try:
-            port = parts.port
-        except ValueError:
-            text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-            raise ValueError(f"url: port must be an integer from 1 to 65535, got {url_shown(url, text)}") from None
+        port = _adapter.url_port(url, parts)
         if parts.hostname:
             options["host"] = unquote(parts.hostname)
         if port is not None:
-            if port == 0:
-                raise ValueError("url: port must be an integer from 1 to 65535, got '0'")
             options["port"] = port
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        path = _adapter.url_path(parts)
         if path:
             try:
                 options["db"] = int(path)
             except ValueError:
-                raise ValueError(f"url: the path must be the database number, got {url_shown(url, path)}") from None
+                shown = _adapter.url_shown(url, path)
+                raise ValueError(f"url: the path must be the database number, got {shown}") from None
         if scheme == "rediss":
             options["ssl"] = True
-    try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ValueError("url: the query string is malformed (expected option=value&...)") from None
-    seen: set[str] = set()
-    for key, text in pairs:
-        parse = _URL_OPTIONS.get(key)
-        if parse is None:
-            hint = " (redis-py's Retry object cannot be given in a URL; connect attempts are connect_retries)" \
-                if key == "retry" else ""
-            raise ValueError(f"url: unknown option {url_shown(url, key)}{hint}")
+    for key, text in _adapter.url_query(url, parts, _URL_OPTIONS, hints=_HINTS):
         if key in _SSL_ONLY and scheme != "rediss":
             raise ValueError(f"url: option {key!r} needs a rediss:// URL")
-        if key in seen:
-            raise ValueError(f"url: option {key!r} given more than once")
-        seen.add(key)
-        options[key] = parse(key, text)
+        options[key] = _URL_OPTIONS[key](key, text)
     return options

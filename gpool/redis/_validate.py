@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import codecs
 import ssl as _ssl
-from typing import Any
+from typing import Any, Callable
 
 from .._check import Check, callable_, choice, flag, instance, integer, run_checks, seconds, text
 
 
-def _encoding(name: str, value: Any) -> None:
-    text(allow_none=False, nonempty=True)(name, value)
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        raise ValueError(f"{name}: unknown encoding {value!r}") from None
-
-
-def _encoding_errors(name: str, value: Any) -> None:
-    text(allow_none=False, nonempty=True)(name, value)
-    try:
-        codecs.lookup_error(value)
-    except LookupError:
-        raise ValueError(f"{name}: unknown error handler {value!r}") from None
+def _codec_name(lookup: Callable[[str], Any], what: str) -> Check:
+    """A non-empty string that ``lookup`` (a ``codecs`` registry) knows, else ``ValueError`` naming ``what``."""
+    def check(name: str, value: Any) -> None:
+        text(allow_none=False, nonempty=True)(name, value)
+        try:
+            lookup(value)
+        except LookupError:
+            raise ValueError(f"{name}: unknown {what} {value!r}") from None
+    return check
 
 
 def _retry_on_error(name: str, value: Any) -> None:
@@ -62,8 +57,8 @@ _TABLE: dict[str, Check] = {
     "health_check_interval": seconds(allow_none=False, allow_zero=True),
     "client_name": text(),
     "username": text(),
-    "encoding": _encoding,
-    "encoding_errors": _encoding_errors,
+    "encoding": _codec_name(codecs.lookup, "encoding"),
+    "encoding_errors": _codec_name(codecs.lookup_error, "error handler"),
     "decode_responses": flag(),
     "retry_on_timeout": flag(),
     "retry_on_error": _retry_on_error,

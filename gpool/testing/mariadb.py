@@ -208,13 +208,25 @@ class MariaDBServer(_Server):
 
     def _run_setup_sql(self, timeout: float) -> None:
         """Over the Unix socket as root@localhost: make root@127.0.0.1 usable and create ``test``."""
+        self._run_sql(self._SETUP_SQL, timeout, dict(unix_socket=self.socket_path, user="root", password="",
+                                                     autocommit=True),
+                      [f"--socket={self.socket_path}", "-uroot"])
+
+    def _tcp_ping(self, timeout: float) -> None:
+        """A real login over TCP as the URL's user, into the ``test`` database."""
+        self._run_sql(("SELECT 1",), timeout, self.connect_kwargs(),
+                      ["--protocol=TCP", f"--host={self.host}", f"--port={self.port}", "-uroot", self.database])
+
+    def _run_sql(self, statements: Sequence[str], timeout: float, connect: dict[str, Any],
+                 client_args: list[str]) -> None:
+        """Run ``statements`` with PyMySQL (``pymysql.connect(**connect)``) or, without PyMySQL, the
+        mariadb client (``client_args`` say where to and as whom): the launcher must not need PyMySQL."""
         pymysql = _optional_import("pymysql")
         if pymysql is not None:
-            conn = pymysql.connect(unix_socket=self.socket_path, user="root", password="",
-                                   connect_timeout=timeout, autocommit=True)
+            conn = pymysql.connect(**connect, connect_timeout=timeout)
             try:
                 with conn.cursor() as cur:
-                    for statement in self._SETUP_SQL:
+                    for statement in statements:
                         cur.execute(statement)
             finally:
                 conn.close()
@@ -222,26 +234,7 @@ class MariaDBServer(_Server):
         client = _find_binary("mariadb", "mysql")
         if client is None:
             raise RuntimeError("neither PyMySQL nor the mariadb client is available")
-        subprocess.run([client, "--no-defaults", f"--socket={self.socket_path}", "-uroot",
-                        "-e", ";".join(self._SETUP_SQL)],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True)
-
-    def _tcp_ping(self, timeout: float) -> None:
-        """A real login over TCP as the URL's user, into the ``test`` database."""
-        pymysql = _optional_import("pymysql")
-        if pymysql is not None:
-            conn = pymysql.connect(**self.connect_kwargs(), connect_timeout=timeout)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-            finally:
-                conn.close()
-            return
-        client = _find_binary("mariadb", "mysql")
-        if client is None:
-            raise RuntimeError("neither PyMySQL nor the mariadb client is available")
-        subprocess.run([client, "--no-defaults", "--protocol=TCP", f"--host={self.host}", f"--port={self.port}",
-                        "-uroot", self.database, "-e", "SELECT 1"],
+        subprocess.run([client, "--no-defaults", *client_args, "-e", ";".join(statements)],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True)
 
     def cleanup(self) -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from ._server import _optional_import, find_free_port
 from .mariadb import MariaDBServer
@@ -86,8 +86,11 @@ def _app_user_sql() -> tuple[str, ...]:
     )
 
 
+_C = TypeVar("_C", bound="_Cluster")
+
+
 class _Cluster:
-    """What the replica set and the Galera node share: servers, the app user, signals."""
+    """What the replica set and the Galera node share: servers, the app user, signals, the context manager."""
 
     servers: tuple[MariaDBServer, ...]
 
@@ -136,6 +139,13 @@ class _Cluster:
     def server_id(self, server: MariaDBServer) -> int:
         """``@@server_id`` of ``server``."""
         return int(run_sql(server, "SELECT @@server_id")[0][0])
+
+    def start(self: _C, timeout: float = 60.0) -> _C:
+        """Start the servers and create the users; return ``self`` (each kind says what else)."""
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self.start()
 
     def cleanup(self) -> None:
         """Stop every server (thawed first) and delete its files; safe to call twice."""
@@ -211,9 +221,6 @@ class MariaDBReplicaSet(_Cluster):
             self.cleanup()
             raise
         return self
-
-    def __enter__(self) -> MariaDBReplicaSet:
-        return self.start()
 
     def attach(self, replica: MariaDBServer, primary: Optional[MariaDBServer] = None, *,
                from_start: bool = False) -> None:
@@ -303,9 +310,6 @@ class GaleraNode(_Cluster):
             self.cleanup()
             raise
         return self
-
-    def __enter__(self) -> GaleraNode:
-        return self.start()
 
     def status(self) -> dict[str, str]:
         """``wsrep_ready``, ``wsrep_local_state_comment`` and ``wsrep_cluster_status``."""

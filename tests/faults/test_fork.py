@@ -12,7 +12,6 @@ monkey.patch_all()
 
 import os  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import gevent  # noqa: E402
@@ -43,14 +42,6 @@ def in_child(fn: Callable[[], int]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    pools: list[Any] = []
-    yield pools
-    for pool in pools:
-        pool.close()
 
 
 def test_redis_fork_with_a_connection_in_use(redis_server: Any, closing: list[Any]) -> None:

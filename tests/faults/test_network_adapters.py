@@ -13,7 +13,6 @@ monkey.patch_all()
 
 import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from time import monotonic  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
@@ -32,14 +31,6 @@ from .proxy import FaultProxy  # noqa: E402
 pytestmark = pytest.mark.usefixtures("no_greenlet_left")
 
 SLACK = 1.5
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    pools: list[Any] = []
-    yield pools
-    for pool in pools:
-        pool.close()
 
 
 def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

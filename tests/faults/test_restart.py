@@ -12,7 +12,6 @@ from gevent import monkey
 monkey.patch_all()
 
 from collections import Counter  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from time import monotonic  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
@@ -167,14 +166,6 @@ def test_core_pool_survives_a_redis_restart(restartable_redis_server: Any) -> No
 
 
 # -- gpool.redis
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Any]]:
-    pools: list[Any] = []
-    yield pools
-    for pool in pools:
-        pool.close()
 
 
 def test_redis_pool_survives_a_restart(restartable_redis_server: Any, closing: list[Any]) -> None:

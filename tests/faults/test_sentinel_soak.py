@@ -13,7 +13,6 @@ monkey.patch_all()
 
 import os  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from time import monotonic  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -27,30 +26,15 @@ from tests.support import wait_until  # noqa: E402
 pytestmark = pytest.mark.skipif("GPOOL_SOAK_SECONDS" not in os.environ, reason="set GPOOL_SOAK_SECONDS (make soak)")
 
 
-@pytest.fixture
-def fresh_cluster() -> Iterator[SentinelCluster]:
-    with SentinelCluster(replicas=2) as deployment:
-        yield deployment
-
-
-@pytest.fixture
-def pools() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for pool in made:
-        pool.close()
-
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_soak_repeated_failovers_lose_nothing_after_the_switch(fresh_cluster: SentinelCluster,
-                                                               pools: list[Any]) -> None:
-    cluster = fresh_cluster
+def test_soak_repeated_failovers_lose_nothing_after_the_switch(fresh_sentinel_cluster: SentinelCluster,
+                                                               closing: list[Any]) -> None:
+    cluster = fresh_sentinel_cluster
     seconds = float(os.environ.get("GPOOL_SOAK_SECONDS", "60"))
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, max_connections=10, timeout=10,
                                          socket_timeout=2)
-    pools.append(pool)
+    closing.append(pool)
     end = monotonic() + seconds
     rounds = 0
     while monotonic() < end:

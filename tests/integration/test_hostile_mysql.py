@@ -13,6 +13,7 @@ monkey.patch_all()
 
 import logging  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from time import monotonic  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -22,6 +23,7 @@ import pytest  # noqa: E402
 from pymysql.constants import FIELD_TYPE  # noqa: E402
 
 from gpool import PoolExhaustedError  # noqa: E402
+from gpool._chain import exception_chain  # noqa: E402
 from gpool.mysql import MySQLConnection, MySQLPool  # noqa: E402
 from tests.hostile_servers import FakeMySQL, frozen  # noqa: E402
 
@@ -30,25 +32,24 @@ pytestmark = pytest.mark.timeout(20)
 PASSWORD = "pässwörd€🔑"  # outside Latin-1: PyMySQL cannot encode it
 
 
-def fake_pool(server: FakeMySQL, **kwargs: Any) -> MySQLPool:
-    options: dict[str, Any] = dict(host="127.0.0.1", port=server.port, user="app", password="pw",
-                                   max_connections=1, autocommit=True, ssl_disabled=True, timeout=3.0)
-    options.update(kwargs)
-    return MySQLPool(**options)
+@contextmanager
+def fake_pool(mode: str, **kwargs: Any) -> Iterator[tuple[FakeMySQL, MySQLPool]]:
+    """A :class:`FakeMySQL` in ``mode`` and a one-connection pool on it (``kwargs`` override); both
+    closed after the block."""
+    with FakeMySQL(mode) as server:
+        options: dict[str, Any] = dict(host="127.0.0.1", port=server.port, user="app", password="pw",
+                                       max_connections=1, autocommit=True, ssl_disabled=True, timeout=3.0)
+        options.update(kwargs)
+        pool = MySQLPool(**options)
+        try:
+            yield server, pool
+        finally:
+            pool.close()
 
 
 def texts(exc: BaseException) -> list[str]:
     """Every message and repr in the exception chain."""
-    out, seen = [], set()
-    todo: list[Any] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        out += [str(current), repr(current), repr(current.args)]
-        todo += [current.__cause__, current.__context__]
-    return out
+    return [text for current in exception_chain(exc) for text in (str(current), repr(current), repr(current.args))]
 
 
 @pytest.fixture
@@ -84,41 +85,29 @@ def assert_never_shown(secret: str, records: list[logging.LogRecord], *more: str
 
 
 def test_result_set_sent_with_a_real_reply_never_reaches_the_next_caller() -> None:
-    with FakeMySQL("stale_with_reply") as server:
-        pool = fake_pool(server, check_interval=None)
-        try:
-            assert pool.query("SELECT 'first'") == [{"v": "first"}]
-            assert pool.query("SELECT 'second'") == [{"v": "second"}]
-            assert pool.query("SELECT 'third'") == [{"v": "third"}]
-            # every session's first reply carries STALE: each connection, its reader holding it, was dropped
-            assert pool.stats().created == 3
-        finally:
-            pool.close()
+    with fake_pool("stale_with_reply", check_interval=None) as (_, pool):
+        assert pool.query("SELECT 'first'") == [{"v": "first"}]
+        assert pool.query("SELECT 'second'") == [{"v": "second"}]
+        assert pool.query("SELECT 'third'") == [{"v": "third"}]
+        # every session's first reply carries STALE: each connection, its reader holding it, was dropped
+        assert pool.stats().created == 3
 
 
 def test_result_set_sent_after_the_pools_ping_never_reaches_a_caller() -> None:
-    with FakeMySQL("stale_after_ping") as server:
-        pool = fake_pool(server, check_interval=0.0)
-        try:
-            for word in ("first", "second", "third", "fourth"):
-                gevent.sleep(0.01)  # idle >= check_interval: pinged at the next checkout
-                assert pool.query(f"SELECT '{word}'") == [{"v": word}]
-            assert pool.stats().check_failures >= 1
-        finally:
-            pool.close()
+    with fake_pool("stale_after_ping", check_interval=0.0) as (_, pool):
+        for word in ("first", "second", "third", "fourth"):
+            gevent.sleep(0.01)  # idle >= check_interval: pinged at the next checkout
+            assert pool.query(f"SELECT '{word}'") == [{"v": word}]
+        assert pool.stats().check_failures >= 1
 
 
 def test_result_set_sent_after_the_login_fails_the_connect() -> None:
-    with FakeMySQL("stale_after_auth") as server:
-        pool = fake_pool(server, timeout=1.0)
-        try:
-            with pytest.raises(PoolExhaustedError) as info:
-                pool.query("SELECT 'first'")
-            # Out of step after the login: the connect fails, naming the step; never a reply to a user.
-            assert isinstance(info.value.__cause__, pymysql.err.OperationalError)
-            assert "connect to 127.0.0.1" in str(info.value.__cause__)
-        finally:
-            pool.close()
+    with fake_pool("stale_after_auth", timeout=1.0) as (_, pool):
+        with pytest.raises(PoolExhaustedError) as info:
+            pool.query("SELECT 'first'")
+        # Out of step after the login: the connect fails, naming the step; never a reply to a user.
+        assert isinstance(info.value.__cause__, pymysql.err.OperationalError)
+        assert "connect to 127.0.0.1" in str(info.value.__cause__)
 
 
 # -- broken and frozen servers -------------------------------------------------------------------------
@@ -145,18 +134,14 @@ def test_connect_is_bounded_by_connect_timeout_and_names_the_step(mode: str, ste
 def test_server_dropping_every_session_after_login_costs_few_connects() -> None:
     # A connection that is not clean right after it was opened is a connect failure, retried with
     # backoff (the core's checkout contract): a handful of sessions, never thousands per second.
-    with FakeMySQL("drop_after_login") as server:
-        pool = fake_pool(server, timeout=1.0)
-        try:
-            began = monotonic()
-            with gevent.Timeout(5, AssertionError("query never returned")), \
-                    pytest.raises((PoolExhaustedError, pymysql.err.MySQLError)):
-                for _ in range(3):
-                    pool.query("SELECT 'x'")
-            assert monotonic() - began < 2.0
-            assert server.sessions <= 20
-        finally:
-            pool.close()
+    with fake_pool("drop_after_login", timeout=1.0) as (server, pool):
+        began = monotonic()
+        with gevent.Timeout(5, AssertionError("query never returned")), \
+                pytest.raises((PoolExhaustedError, pymysql.err.MySQLError)):
+            for _ in range(3):
+                pool.query("SELECT 'x'")
+        assert monotonic() - began < 2.0
+        assert server.sessions <= 20
 
 
 def test_frozen_server_ends_acquire_within_its_timeout(restartable_mysql_server: Any) -> None:

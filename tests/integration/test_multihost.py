@@ -58,19 +58,11 @@ def cluster(_replica_set: MariaDBReplicaSet) -> Iterator[MariaDBReplicaSet]:
             _replica_set.thaw(server)
 
 
-@pytest.fixture
-def pools() -> Iterator[list[MySQLPool]]:
-    made: list[MySQLPool] = []
-    yield made
-    for pool in made:
-        pool.close()
-
-
-def make_pool(pools: list[MySQLPool], cluster: Any, hosts: list[str], **kwargs: Any) -> MySQLPool:
+def make_pool(closing: list[MySQLPool], cluster: Any, hosts: list[str], **kwargs: Any) -> MySQLPool:
     options: dict[str, Any] = dict(cluster.app_kwargs(), autocommit=True, timeout=10.0, connect_timeout=2)
     options.update(kwargs)
     pool = MySQLPool(hosts=hosts, **options)
-    pools.append(pool)
+    closing.append(pool)
     return pool
 
 
@@ -114,9 +106,9 @@ def count_rows(server: Any, table: str) -> int:
 
 @pytest.mark.timeout(30)
 def test_primary_target_puts_every_connection_on_the_primary_listed_second(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
     replica, primary = cluster.hosts[1], cluster.hosts[0]
-    pool = make_pool(pools, cluster, [replica, primary], target="primary")
+    pool = make_pool(closing, cluster, [replica, primary], target="primary")
     assert hold(pool, 5) == [PRIMARY_ID] * 5
     assert [fresh_server_id(pool) for _ in range(8)] == [PRIMARY_ID] * 8  # 5 pooled, then 3 new ones
     stats = pool.host_stats()
@@ -128,8 +120,8 @@ def test_primary_target_puts_every_connection_on_the_primary_listed_second(
 
 @pytest.mark.timeout(30)
 def test_replica_target_puts_every_connection_on_the_replica(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
-    pool = make_pool(pools, cluster, cluster.hosts, target="replica", host_order="sequential")
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
+    pool = make_pool(closing, cluster, cluster.hosts, target="replica", host_order="sequential")
     assert hold(pool, 5) == [REPLICA_ID] * 5
     assert [fresh_server_id(pool) for _ in range(5)] == [REPLICA_ID] * 5
     assert host_stat(pool, cluster.hosts[0]).role_mismatches == 1  # then known as the primary: tried last
@@ -140,13 +132,13 @@ def test_replica_target_puts_every_connection_on_the_replica(
 
 @pytest.mark.timeout(30)
 def test_demoted_primary_fails_the_next_write_once_then_pool_moves_to_new_primary(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
     old, new = cluster.servers
     run_sql(old, "DROP TABLE IF EXISTS test.demote", "CREATE TABLE test.demote (id INT PRIMARY KEY)",
             "INSERT INTO test.demote VALUES (1)")
     cluster.wait_replicated()
     # check_interval=None: warm connections are handed out without a probe, as between two checks
-    pool = make_pool(pools, cluster, cluster.hosts, target="primary", check_interval=None, timeout=5.0)
+    pool = make_pool(closing, cluster, cluster.hosts, target="primary", check_interval=None, timeout=5.0)
     assert hold(pool, 3) == [PRIMARY_ID] * 3
     cluster.fence(old)
     cluster.promote(new)
@@ -171,10 +163,10 @@ def test_demoted_primary_fails_the_next_write_once_then_pool_moves_to_new_primar
 
 @pytest.mark.timeout(30)
 def test_stopped_first_host_costs_about_host_connect_timeout_once(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
     frozen = cluster.servers[0]
-    cold = make_pool(pools, cluster, cluster.hosts, host_connect_timeout=0.5, host_down_for=30.0)
-    warm = make_pool(pools, cluster, cluster.hosts, host_connect_timeout=0.5, host_down_for=30.0,
+    cold = make_pool(closing, cluster, cluster.hosts, host_connect_timeout=0.5, host_down_for=30.0)
+    warm = make_pool(closing, cluster, cluster.hosts, host_connect_timeout=0.5, host_down_for=30.0,
                      check_interval=0)
     assert hold(warm, 3) == [PRIMARY_ID] * 3
     cluster.freeze(frozen)
@@ -200,9 +192,9 @@ def test_stopped_first_host_costs_about_host_connect_timeout_once(
 
 @pytest.mark.timeout(30)
 def test_closed_port_costs_a_few_connects_per_host_down_for(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
     closed = f"127.0.0.1:{find_free_port()}"
-    pool = make_pool(pools, cluster, [closed, cluster.hosts[0]], host_down_for=0.3)
+    pool = make_pool(closing, cluster, [closed, cluster.hosts[0]], host_down_for=0.3)
     acquisitions = 0
     begun = monotonic()
     while monotonic() - begun < 1.0:
@@ -217,9 +209,9 @@ def test_closed_port_costs_a_few_connects_per_host_down_for(
 
 @pytest.mark.timeout(40)
 def test_prefer_replica_falls_back_to_the_primary_and_returns(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool]) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool]) -> None:
     replica = cluster.servers[1]
-    pool = make_pool(pools, cluster, cluster.hosts, target="prefer-replica", host_down_for=0.5)
+    pool = make_pool(closing, cluster, cluster.hosts, target="prefer-replica", host_down_for=0.5)
     assert hold(pool, 2) == [REPLICA_ID] * 2
     replica.stop()
     assert hold(pool, 2) == [PRIMARY_ID] * 2  # the replica's pooled connections were closed by its shutdown
@@ -233,9 +225,9 @@ def test_prefer_replica_falls_back_to_the_primary_and_returns(
 
 @pytest.mark.timeout(40)
 def test_old_primary_resuming_writable_is_split_brain_refused_with_one_error(
-        cluster: MariaDBReplicaSet, pools: list[MySQLPool], caplog: pytest.LogCaptureFixture) -> None:
+        cluster: MariaDBReplicaSet, closing: list[MySQLPool], caplog: pytest.LogCaptureFixture) -> None:
     old, new = cluster.servers
-    pool = make_pool(pools, cluster, cluster.hosts, target="primary", host_down_for=0.3,
+    pool = make_pool(closing, cluster, cluster.hosts, target="primary", host_down_for=0.3,
                      host_connect_timeout=0.5, check_interval=0)
     assert hold(pool, 2) == [PRIMARY_ID] * 2
     caplog.set_level(logging.WARNING, logger="gpool.mysql")
@@ -278,8 +270,8 @@ def galera() -> Iterator[GaleraNode]:
 
 
 @pytest.mark.timeout(40)
-def test_galera_desynced_or_non_primary_node_is_refused(galera: GaleraNode, pools: list[MySQLPool]) -> None:
-    pool = make_pool(pools, galera, galera.hosts, target="primary", check_interval=0, host_down_for=0.2,
+def test_galera_desynced_or_non_primary_node_is_refused(galera: GaleraNode, closing: list[MySQLPool]) -> None:
+    pool = make_pool(closing, galera, galera.hosts, target="primary", check_interval=0, host_down_for=0.2,
                      timeout=1.0)
     idle = hold(pool, 1)
     assert idle == [1]
@@ -293,7 +285,7 @@ def test_galera_desynced_or_non_primary_node_is_refused(galera: GaleraNode, pool
     galera.restore()
     assert hold(pool, 1) == [1]
     run_sql(galera.server, "CREATE TABLE IF NOT EXISTS test.g (id INT PRIMARY KEY)")
-    unchecked = make_pool(pools, galera, galera.hosts, target="primary", check_interval=None, timeout=1.0)
+    unchecked = make_pool(closing, galera, galera.hosts, target="primary", check_interval=None, timeout=1.0)
     assert hold(unchecked, 1) == [1]
     galera.make_non_primary()
     try:

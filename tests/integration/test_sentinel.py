@@ -53,21 +53,6 @@ def cluster() -> Iterator[SentinelCluster]:
         yield deployment
 
 
-@pytest.fixture
-def fresh_cluster() -> Iterator[SentinelCluster]:
-    """A deployment of its own, for a test that fails the master over."""
-    with SentinelCluster(replicas=2) as deployment:
-        yield deployment
-
-
-@pytest.fixture
-def pools() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for pool in made:
-        pool.close()
-
-
 def names_on(port: int, name: str) -> int:
     """How many clients called ``name`` the server on ``port`` has now."""
     reply = resp_command(port, "CLIENT", "LIST")
@@ -159,11 +144,12 @@ class Writers:
 
 
 @pytest.mark.timeout(60)
-def test_no_write_acknowledged_after_the_switch_is_lost(fresh_cluster: SentinelCluster, pools: list[Any]) -> None:
-    cluster = fresh_cluster
+def test_no_write_acknowledged_after_the_switch_is_lost(fresh_sentinel_cluster: SentinelCluster,
+                                                        closing: list[Any]) -> None:
+    cluster = fresh_sentinel_cluster
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, max_connections=10, timeout=10,
                                          socket_timeout=2)
-    pools.append(pool)
+    closing.append(pool)
     redispy = Sentinel(cluster.sentinel_addresses, socket_timeout=2).master_for(SERVICE, socket_timeout=2)
     clock = SwitchClock(cluster)
     tag = uuid.uuid4().hex[:8]
@@ -213,12 +199,12 @@ def test_no_write_acknowledged_after_the_switch_is_lost(fresh_cluster: SentinelC
 
 @pytest.mark.timeout(60)
 def test_stalled_master_errors_are_bounded_and_it_gets_nothing_after_resuming(
-        fresh_cluster: SentinelCluster, pools: list[Any]) -> None:
-    cluster = fresh_cluster
+        fresh_sentinel_cluster: SentinelCluster, closing: list[Any]) -> None:
+    cluster = fresh_sentinel_cluster
     timeout = 3.0
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, max_connections=10, timeout=timeout,
                                          socket_timeout=0.5, client_name="gpool-stall")
-    pools.append(pool)
+    closing.append(pool)
     clock = SwitchClock(cluster)
     writers = Writers(pool.client(), f"stall:{uuid.uuid4().hex[:8]}").start(10)
     old = cluster.master_port()
@@ -295,11 +281,11 @@ def test_master_for_caps_connections_under_200_greenlets(cluster: SentinelCluste
         pool.close()
 
 
-def test_from_url_is_master_setter_and_no_password_in_repr(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_from_url_is_master_setter_and_no_password_in_repr(cluster: SentinelCluster, closing: list[Any]) -> None:
     manager = Sentinel(cluster.sentinel_addresses, socket_timeout=1)
     pool = SentinelRedisPool.from_url("redis://:not-the-password@mymaster/0?max_connections=3",
                                       sentinel_manager=manager, password=None)
-    pools.append(pool)
+    closing.append(pool)
     assert pool.service_name == SERVICE and pool.max_connections == 3
     assert pool.client().ping()
     assert "not-the-password" not in repr(pool)
@@ -318,10 +304,10 @@ def test_from_url_is_master_setter_and_no_password_in_repr(cluster: SentinelClus
 # -- replica pools --------------------------------------------------------------------------------
 
 
-def test_replica_pool_spreads_and_refuses_writes(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_replica_pool_spreads_and_refuses_writes(cluster: SentinelCluster, closing: list[Any]) -> None:
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, role="replica", max_connections=4,
                                          client_name="gpool-rep", timeout=5)
-    pools.append(pool)
+    closing.append(pool)
     master = cluster.master_port()
     replicas = [port for port in cluster.ports if port != master]
     hold = Event()
@@ -347,10 +333,10 @@ def test_replica_pool_spreads_and_refuses_writes(cluster: SentinelCluster, pools
 
 
 @pytest.mark.timeout(40)
-def test_replica_killed_no_read_fails_with_retries_opted_in(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_replica_killed_no_read_fails_with_retries_opted_in(cluster: SentinelCluster, closing: list[Any]) -> None:
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, role="replica", max_connections=6,
                                          timeout=5, socket_timeout=1, retry=Retry(NoBackoff(), 2))
-    pools.append(pool)
+    closing.append(pool)
     client = pool.client()
     master = cluster.master_port()
     victim, survivor = [port for port in cluster.ports if port != master]
@@ -389,12 +375,12 @@ def test_replica_killed_no_read_fails_with_retries_opted_in(cluster: SentinelClu
 
 
 @pytest.mark.timeout(40)
-def test_one_sentinel_down_costs_no_error(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_one_sentinel_down_costs_no_error(cluster: SentinelCluster, closing: list[Any]) -> None:
     down = cluster.sentinels[0]
     down.kill()
     try:
         pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, max_connections=3, timeout=5)
-        pools.append(pool)
+        closing.append(pool)
         r = pool.client()
         for i in range(30):
             assert r.set(f"one-down:{i}", i)
@@ -407,10 +393,10 @@ def test_one_sentinel_down_costs_no_error(cluster: SentinelCluster, pools: list[
 
 
 @pytest.mark.timeout(40)
-def test_every_sentinel_frozen_or_dead_is_a_bounded_error(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_every_sentinel_frozen_or_dead_is_a_bounded_error(cluster: SentinelCluster, closing: list[Any]) -> None:
     dead = [("127.0.0.1", port) for port in (1, 2, 3)]  # nothing listens on these
     pool = SentinelRedisPool.for_service(dead, SERVICE, timeout=1.5)
-    pools.append(pool)
+    closing.append(pool)
     began = monotonic()
     with pytest.raises(RedisPoolExhaustedError) as info:
         pool.client().ping()
@@ -420,7 +406,7 @@ def test_every_sentinel_frozen_or_dead_is_a_bounded_error(cluster: SentinelClust
 
     frozen = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, timeout=2.0,
                                            sentinel_kwargs={"socket_timeout": 0.3})
-    pools.append(frozen)
+    closing.append(frozen)
     for sentinel in cluster.sentinels:
         sentinel.pause()
     try:
@@ -443,10 +429,10 @@ def _alive(name: str) -> list[Any]:
 
 
 @pytest.mark.timeout(30)
-def test_kill_and_timeout_during_a_resolution(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_kill_and_timeout_during_a_resolution(cluster: SentinelCluster, closing: list[Any]) -> None:
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, timeout=5,
                                          sentinel_kwargs={"socket_timeout": 0.5})
-    pools.append(pool)
+    closing.append(pool)
     r = pool.client()
     for sentinel in cluster.sentinels:
         sentinel.pause()  # every resolution now lasts its whole bound
@@ -492,9 +478,9 @@ def test_killed_watcher_is_restarted_and_closing_stops_it(cluster: SentinelClust
 
 @pytest.mark.timeout(30)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_child_starts_its_own_watcher(cluster: SentinelCluster, pools: list[Any]) -> None:
+def test_fork_child_starts_its_own_watcher(cluster: SentinelCluster, closing: list[Any]) -> None:
     pool = SentinelRedisPool.for_service(cluster.sentinel_addresses, SERVICE, timeout=5)
-    pools.append(pool)
+    closing.append(pool)
     r = pool.client()
     assert r.ping()
     parent_watcher = pool._watcher
