@@ -340,12 +340,7 @@ class PoolState:
         self._closed = True
         idle = list(self._idle)
         self._idle.clear()
-        waiters = list(self._waiters)
-        self._waiters.clear()
-        self._timer.disarm()
-        for waiter in waiters:
-            waiter.state = _waiting.CLOSED
-            wake(waiter)
+        waiters = self._dismiss_waiters(_waiting.CLOSED)
         for entry in self._in_use.values():
             entry.retire_at = -math.inf  # closed when released
         return idle, waiters
@@ -367,11 +362,15 @@ class PoolState:
     def _after_fork(self) -> list[_Waiter]:
         """The child's first slow-path call: send the parent's waiters back to start over."""
         self._forked = False
+        return self._dismiss_waiters(_waiting.RETRY)
+
+    def _dismiss_waiters(self, state: int) -> list[_Waiter]:
+        # Critical section (called from one): every waiter leaves the queue with ``state`` and is woken.
         waiters = list(self._waiters)
         self._waiters.clear()
         self._timer.disarm()
         for waiter in waiters:
-            waiter.state = _waiting.RETRY
+            waiter.state = state
             wake(waiter)
         return waiters
 

@@ -47,6 +47,9 @@ class MySQLConnectFailedError(ConnectFailedError, pymysql.err.OperationalError):
     error code as ``args[0]`` (1045 access denied, 2003 cannot connect...), so code written against
     PyMySQL catches it unchanged."""
 
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) == 2 else super().__str__()  # not OSError's "[Errno N] ..."
+
 
 class _CorePool(Pool[MySQLConnection]):
     """The core pool; its connect failures are also PyMySQL's ``OperationalError``."""
@@ -190,6 +193,13 @@ class MySQLPool(PoolFacade):
     def release(self, conn: MySQLConnection) -> None:
         """Return a connection from :meth:`acquire` (reset; closed when the reset fails)."""
         self._pool.release(conn)
+
+    def transfer(self, conn: MySQLConnection, to: Any) -> None:
+        """Hand a connection you hold to the greenlet ``to``, which then releases it (see ``Pool.transfer``).
+
+        A release or drop by any greenlet but the live holder raises :class:`gpool.ConnectionHeldError`.
+        """
+        self._pool.transfer(conn, to)
 
     def drop(self, conn: MySQLConnection) -> None:
         """Close a connection from :meth:`acquire` and forget it (after an error you cannot classify)."""

@@ -920,3 +920,39 @@ def test_bad_urls_raise_value_error_naming_the_parameter(url: str, parameter: st
 def test_bad_parameters_raise_naming_the_parameter(kwargs: dict[str, Any], error: type, parameter: str) -> None:
     with pytest.raises(error, match=parameter):
         MySQLPool(**{"host": "127.0.0.1", "port": 1, **kwargs})  # never connects: validation comes first
+
+
+def test_release_by_another_live_greenlet_is_refused_and_transfer_hands_over(mysql_server: Any) -> None:
+    from gpool import ConnectionHeldError
+
+    pool = MySQLPool(**mysql_server.connect_kwargs(), max_connections=1)
+    try:
+        conn = pool.acquire()
+        go = gevent.event.Event()
+        worker = gevent.spawn(lambda: (go.wait(5), pool.release(conn)))
+        with pytest.raises(ConnectionHeldError):
+            gevent.spawn(pool.release, conn).get(timeout=5)  # not the holder, and the holder lives
+        assert pool.stats().in_use == 1  # nothing changed
+        pool.transfer(conn, worker)
+        go.set()
+        worker.get(timeout=5)
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+    finally:
+        pool.close()
+
+
+def test_connect_failure_is_pymysqls_operational_error_with_its_code(mysql_server: Any) -> None:
+    from gpool import ConnectFailedError
+
+    kwargs = dict(mysql_server.connect_kwargs(), password="certainly-wrong")
+    pool = MySQLPool(**kwargs, timeout=5)
+    try:
+        started = monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            pool.query("SELECT 1")
+        assert monotonic() - started < 2  # access denied cannot succeed on retry: at once
+        assert isinstance(info.value, ConnectFailedError) and info.value.args[0] == 1045
+        assert str(info.value).startswith("pool ") and "OperationalError: (1045" in str(info.value)
+        assert "certainly-wrong" not in str(info.value) + repr(info.value.__cause__)
+    finally:
+        pool.close()
