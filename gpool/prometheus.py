@@ -41,6 +41,8 @@ _FAMILIES: dict[str, tuple[Any, str, str, tuple[str, ...]]] = {
                  _POOL),
     "errors": (CounterMetricFamily, "gpool_connect_errors", "Failed connect attempts", _POOL),
     "leaks": (CounterMetricFamily, "gpool_leaks", "Connections held past leak_timeout", _POOL),
+    "dead_holders": (CounterMetricFamily, "gpool_dead_holders",
+                     "Holder greenlets that died without releasing their connection", _POOL),
     "averages": (GaugeMetricFamily, "gpool_average_seconds", "Running averages of connect and hold times",
                  ("pool", "of")),
 }
@@ -54,7 +56,7 @@ class PoolCollector(Collector):
     acquisition; those that never queued count in the lowest bucket), ``gpool_acquisitions_total``,
     ``gpool_connections_created_total``, ``gpool_connections_closed_total{reason}``,
     ``gpool_acquire_timeouts_total``, ``gpool_connect_errors_total``, ``gpool_leaks_total``,
-    ``gpool_average_seconds{of="connect|hold"}`` (once measured).
+    ``gpool_dead_holders_total``, ``gpool_average_seconds{of="connect|hold"}`` (once measured).
     """
 
     def __init__(self, pools: Iterable[Any] = ()) -> None:
@@ -142,6 +144,7 @@ class PoolCollector(Collector):
             f["timeouts"].add_metric([name], s.timeouts)
             f["errors"].add_metric([name], s.connect_errors)
             f["leaks"].add_metric([name], s.leaks)
+            f["dead_holders"].add_metric([name], s.dead_holders)
             for of, value in (("connect", s.connect_time_avg), ("hold", s.hold_time_avg)):
                 if value is not None:
                     f["averages"].add_metric([name, of], value)
