@@ -204,6 +204,10 @@ class PoolStats:
     usage_buckets: tuple[int, ...] = ()
     #: holder greenlets that died without releasing their connection (each reported once, at WARNING)
     dead_holders: int = 0
+    #: Sentinel pools only: how many times the master changed, and when the last change was seen
+    #: (``time.time()``); 0 and None elsewhere
+    master_switches: int = 0
+    last_master_switch_at: Optional[float] = None
 
     @classmethod
     def of(cls, pool: Any) -> PoolStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from redis.sentinel import (
 
 from ..errors import ConnectionNotFoundError
 from ..options import check_number
+from ..stats import PoolStats
 from ._pool import RedisPool
 from ._sentinel_watch import (
     DEFAULT_SENTINEL_TIMEOUT,
@@ -303,6 +305,11 @@ class SentinelRedisPool(RedisPool):
     def master_address(self) -> Optional[Address]:
         """``(host, port)`` of the current master: None until the first connect, then follows every switch."""
         return self._current
+
+    def stats(self, reset: bool = False) -> PoolStats:
+        """:meth:`RedisPool.stats`, with ``master_switches`` and ``last_master_switch_at`` filled in."""
+        return dataclasses.replace(super().stats(reset), master_switches=self._switches,
+                                   last_master_switch_at=self._last_switch_at)
 
     def sentinel_stats(self) -> SentinelStats:
         """A :class:`SentinelStats` snapshot: service, address, switches and when, resolutions."""

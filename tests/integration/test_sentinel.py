@@ -192,6 +192,8 @@ def test_no_write_acknowledged_after_the_switch_is_lost(fresh_sentinel_cluster: 
     stats = pool.sentinel_stats()
     assert stats.master_switches == 1 and stats.master_address == ("127.0.0.1", new)
     assert stats.last_switch_at is not None and stats.config_epoch >= 1
+    pool_stats = pool.stats()  # the pool's own snapshot carries them too
+    assert pool_stats.master_switches == 1 and pool_stats.last_master_switch_at == stats.last_switch_at
 
 
 # -- a stalled master -----------------------------------------------------------------------------
