@@ -222,6 +222,7 @@ class Pool(PoolState, Generic[T]):
         """
         if reason not in self._closes:
             raise ValueError(f"reason must be one of {', '.join(CLOSE_REASONS)}, got {reason!r}")
+        self._bind_thread()
         if id(conn) not in self._in_use:
             entry = self._untrack_idle(conn)
             if entry is not None:

@@ -261,13 +261,14 @@ def test_use_from_another_os_thread_is_refused_at_once(make_pool):
         except BaseException as exc:
             errors.append(exc)
 
-    for call in (pool.acquire, lambda: pool.acquire(timeout=5)):
+    idle = next(iter(pool._idle)).conn
+    for call in (pool.acquire, lambda: pool.acquire(timeout=5), lambda: pool.drop(idle)):
         start = time.monotonic()
         thread = threading.Thread(target=in_thread, args=(call,))
         thread.start()
         thread.join(timeout=3)
         assert not thread.is_alive() and time.monotonic() - start < 1
-    assert len(errors) == 2 and all(isinstance(e, PoolThreadError) for e in errors), errors
+    assert len(errors) == 3 and all(isinstance(e, PoolThreadError) for e in errors), errors
     assert pool.stats().idle == 1
 
 
