@@ -254,7 +254,9 @@ class Pool(PoolState, Generic[T]):
         """
         entry = self._in_use.get(id(conn))
         if entry is not None:
-            self._transfer(entry, getcurrent())
+            me = getcurrent()
+            if entry.holder is not me:  # the common case (the holder gives it back) needs no call
+                self._transfer(entry, me)
 
     def drop_expired(self) -> int:
         """Close idle connections that are past ``idle_timeout``, ``max_lifetime`` or ``is_expired()``.
