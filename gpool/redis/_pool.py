@@ -10,8 +10,8 @@ from typing import Any, Optional
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
 import redis.connection as _rconn
-from redis.client import CaseInsensitiveDict as _CaseInsensitiveDict
 from redis.backoff import NoBackoff
+from redis.client import CaseInsensitiveDict as _CaseInsensitiveDict
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
@@ -455,15 +455,16 @@ class _BlockCallbacks(_CaseInsensitiveDict):
 
     def __setitem__(self, k: Any, v: Any) -> None:
         self._change()
-        super().__setitem__(k, v)
+        dict.__setitem__(self, k.upper(), v)
 
     def __delitem__(self, k: Any) -> None:
         self._change()
-        super().__delitem__(k)
+        dict.__delitem__(self, k.upper())
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self._change()
-        super().update(*args, **kwargs)
+        for k, v in dict(*args, **kwargs).items():
+            dict.__setitem__(self, k.upper(), v)
 
     def pop(self, *args: Any) -> Any:
         self._change()
@@ -481,7 +482,7 @@ class _BlockCallbacks(_CaseInsensitiveDict):
         self._change()
         super().clear()
 
-    def __ior__(self, other: Any) -> Any:
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]
         self._change()
         return super().__ior__(other)
 
