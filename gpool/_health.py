@@ -32,6 +32,8 @@ log = logging.getLogger("gpool")
 def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt) -> bool:
     """The checkout contract for ``entry``, just taken and tracked as ours. False: it was dropped."""
     now = entry.checked_out_at
+    if entry.settle is not None and not _health_check(pool, entry, attempt, entry.settle, "settle"):
+        return False  # what reset() sent at return was read first: failing, the connection was dropped
     if not fresh and now >= entry.fast_until:
         reason = expiry_reason(pool, entry, now)
         if reason is not None:
@@ -66,23 +68,24 @@ def _is_clean(pool: Pool[Any], entry: _Entry) -> bool:
         return False
 
 
-def _health_check(pool: Pool[Any], entry: _Entry, attempt: Attempt) -> bool:
-    """Run the yielding health check within the caller's remaining deadline. False: dropped."""
+def _health_check(pool: Pool[Any], entry: _Entry, attempt: Attempt,
+                  check: Optional[Callable[[Optional[float]], Any]] = None, what: str = "health check") -> bool:
+    """Run the yielding health check (or ``check``) within the caller's remaining deadline. False: dropped."""
     remaining = None if attempt.once else attempt.remaining()
     if remaining is not None and remaining < 0:
         remaining = 0.0
     timer = gevent.Timeout(remaining)  # None: never fires
     timer.start()
     try:
-        healthy = bool(entry.health_check(remaining))  # type: ignore[misc]
+        healthy = bool((check or entry.health_check)(remaining))  # type: ignore[misc]
     except gevent.Timeout as exc:
         if exc is not timer:
             pool._drop_held(entry, "interrupted")  # the connection may hold half a check
             raise
-        attempt.check_failed(TimeoutError(f"health check timed out after {remaining:.3f}s"))
+        attempt.check_failed(TimeoutError(f"{what} timed out after {remaining:.3f}s"))
         healthy = False
     except Exception as exc:
-        log.debug("pool %r: health check raised", pool.name, exc_info=True)
+        log.debug("pool %r: %s raised", pool.name, what, exc_info=True)
         attempt.check_failed(exc)
         healthy = False
     except BaseException:
@@ -136,7 +139,8 @@ def reset(pool: Pool[Any], entry: _Entry) -> bool:
     if keep is False:
         pool._drop_held(entry, "broken")
         return False
-    if entry.is_clean is not None and not _is_clean(pool, entry):
+    # With settle(), the reset may have left a reply to read at checkout: checked clean there, after it.
+    if entry.settle is None and entry.is_clean is not None and not _is_clean(pool, entry):
         pool._drop_held(entry, "check_failed")  # the reset's own reply, or one nobody asked for, is unread
         return False
     return True
