@@ -8,7 +8,9 @@ The checkout contract, for every connection handed out (idle, handed over, or ju
 expired ones are closed; one idle at least ``check_interval`` gets its ``health_check(timeout)`` with
 the caller's remaining deadline (bounded by a ``gevent.Timeout`` too); then ``is_clean()``, which
 never yields, must say that nothing is unread and the peer did not close. A connection failing any
-of these is dropped and the pool takes or opens another within the same deadline.
+of these is dropped and the pool takes or opens another within the same deadline. A connection with
+``settle(timeout)`` that is not clean first gets that call (same deadline): it reads what its
+``reset()`` sent at return without waiting (a ROLLBACK's reply), so the checks run on a settled one.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ log = logging.getLogger("gpool")
 def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt) -> bool:
     """The checkout contract for ``entry``, just taken and tracked as ours. False: it was dropped."""
     now = entry.checked_out_at
-    if entry.settle is not None and not _health_check(pool, entry, attempt, entry.settle, "settle"):
-        return False  # what reset() sent at return was read first: failing, the connection was dropped
+    # A connection that may owe the reply of what its reset() sent says so by not being clean: then
+    # settle() reads it first (a failure drops it), and the checks below run on the settled connection.
+    if (entry.settle is not None and entry.is_clean is not None and not _is_clean(pool, entry)
+            and not _health_check(pool, entry, attempt, entry.settle, "settle")):
+        return False
     if not fresh and now >= entry.fast_until:
         reason = expiry_reason(pool, entry, now)
         if reason is not None:
@@ -54,8 +59,19 @@ def after_connect(pool: Pool[Any], entry: _Entry) -> None:
     session (or talks out of turn) is a connect failure, retried with backoff, never a storm."""
     if entry.is_clean is None or _is_clean(pool, entry):
         return
+    # The connection's own account when it has one (gpool.redis: the server's "max number of clients
+    # reached", which may arrive just after the connection's own check in open() passed).
+    refusal = getattr(entry.conn, "refusal", None)
+    error: Optional[BaseException] = None
+    if callable(refusal):
+        try:
+            error = refusal()
+        except Exception:
+            error = None
     pool._created += 1
     pool._close_conn(entry, "check_failed")
+    if isinstance(error, Exception):
+        raise error
     raise ConnectionError("the server closed the connection (or sent bytes nobody asked for) right after "
                           "it was opened")
 

@@ -112,9 +112,9 @@ class Pool(PoolState, Generic[T]):
     The connection protocol (every method optional): ``open()`` after the factory, ``is_clean()``
     (non-yielding: nothing unread, peer not closed) before every handout and after ``reset()``,
     ``health_check(timeout)`` (or ``is_connected()``) when it sat idle ``check_interval``, ``reset()``
-    when it comes back, ``settle(timeout)`` first at every slow-path handout when it has one (it reads
-    what ``reset()`` sent without waiting, e.g. a ROLLBACK's reply; its ``is_clean()`` says False
-    meanwhile, so the fast path never hands it out; the check after ``reset()`` moves to the checkout),
+    when it comes back, ``settle(timeout)`` when it has one and is not clean at a handout (it reads what
+    ``reset()`` sent without waiting, e.g. a ROLLBACK's reply; ``is_clean()`` says False meanwhile, so
+    the fast path never hands it out; the check after ``reset()`` moves to the checkout),
     ``is_fatal(exc)`` when the user's block raised, ``is_expired()``, ``close()`` once, ``detach()`` in a
     forked child.
     """

@@ -288,8 +288,16 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         if slot is None or slot.owner is not self:
             log.warning("pool %r: release() of a connection it does not own: ignored", self._pool.name)
             return
-        self._pool._adopt(slot)
-        self._give_back(slot, False)
+        pool = self._pool
+        pool._adopt(slot)
+        if (connection._sock is None or connection._gpool_replies or connection._gpool_state
+                or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None):
+            self._give_back(slot, False)  # dropped, or re-authenticated first
+            return
+        try:  # the common case of _give_back, inlined: this runs for every command
+            pool.release(slot)
+        except (ConnectionNotFoundError, ConnectionHeldError):
+            self._give_back(slot, False)  # says what happened (logged), changes nothing
 
     def make_connection(self) -> Any:
         """A new, unconnected connection built from ``connection_kwargs`` (no cap: the pool counts)."""
