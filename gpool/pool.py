@@ -336,13 +336,15 @@ class Pool(PoolState, Generic[T]):
             self._bind_thread()
         start = monotonic()
         attempt = _connect.Attempt(self, start, None if timeout is None else start + timeout, timeout == 0)
+        now = start  # one clock read per pass: the first pass needs none of its own
         while True:
             if self._forked:
                 self._after_fork()
             if self._closed:
                 raise PoolClosedError(f"pool {self.name!r} is closed")
-            entry = self._take(attempt)
+            entry = self._take(attempt, now)
             if entry is None:
+                now = monotonic()
                 continue  # woken with nothing (closed, forked): the loop head decides
             # A handed-over connection still fresh, with no checks or hooks to run, needs no call.
             if ((entry.checked_out_at < entry.fast_until and entry.is_clean is None and self._plain_checkout)
@@ -355,13 +357,13 @@ class Pool(PoolState, Generic[T]):
                 if attempt.cause is not None:
                     self._outage.recovered()
                 return entry.conn  # type: ignore[no-any-return]
+            now = monotonic()  # it was dropped: another pass
 
-    def _take(self, attempt: _connect.Attempt) -> Optional[_Entry]:
+    def _take(self, attempt: _connect.Attempt, now: float) -> Optional[_Entry]:
         """One try at a connection tracked as ours: idle, handed over by a waiter's grant, or new.
 
         None: woken with nothing to take (the pool closed, the process forked); the caller looks again.
         """
-        now = monotonic()
         if self._idle:
             taken = self._idle[-1]
             self._lease(taken, now, getcurrent())
@@ -370,7 +372,7 @@ class Pool(PoolState, Generic[T]):
         if len(self._in_use) + self._pending < self._max:
             grow_at = self._grow_at(attempt.once, now)
         if grow_at != -math.inf or not self._reserve():
-            waiter = self._wait(attempt, grow_at)
+            waiter = self._wait(attempt, grow_at, now)
             if waiter.gen != self._gen:
                 return None  # granted by the parent process before a fork: start over
             if waiter.state != _waiting.GOT_SLOT:
@@ -402,15 +404,14 @@ class Pool(PoolState, Generic[T]):
             return -math.inf
         return now + connect
 
-    def _wait(self, attempt: _connect.Attempt, grow_at: float) -> _Waiter:
+    def _wait(self, attempt: _connect.Attempt, grow_at: float, now: float) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
 
         A waiter queued by choice (``grow_at``, see :meth:`_grow_at`) still unserved at ``grow_at``
         takes a slot and leaves the queue to connect, when the pool is still below the cap. Whatever
         ends the wait abnormally (our deadline, an outer Timeout, a kill) gives back what may have
-        been granted in the meantime, in ``finally``.
+        been granted in the meantime, in ``finally``. ``now``: the clock read just before.
         """
-        now = monotonic()
         if attempt.deadline is not None and now >= attempt.deadline:
             raise self._exhausted(attempt)
         limit = self._opts.max_waiting
