@@ -346,9 +346,15 @@ class Pool(PoolState, Generic[T]):
             if entry is None:
                 now = monotonic()
                 continue  # woken with nothing (closed, forked): the loop head decides
-            # A handed-over connection still fresh, with no checks or hooks to run, needs no call.
-            if ((entry.checked_out_at < entry.fast_until and entry.is_clean is None and self._plain_checkout)
-                    or _health.checkout(self, entry, entry.created_at >= start, attempt)):
+            # A handed-over connection still fresh, with no hooks to run, needs only its is_clean()
+            # (called here: a False or a raise goes through _health.checkout, which drops it).
+            fast = entry.checked_out_at < entry.fast_until and self._plain_checkout and entry.settle is None
+            if fast and entry.is_clean is not None:
+                try:
+                    fast = bool(entry.is_clean())
+                except Exception:
+                    fast = False
+            if fast or _health.checkout(self, entry, entry.created_at >= start, attempt):
                 if self._max_usage is not None:
                     entry.usage += 1
                     if entry.usage >= self._max_usage:
@@ -418,9 +424,14 @@ class Pool(PoolState, Generic[T]):
         if limit is not None and len(self._waiters) >= limit:
             raise self._exhausted(attempt, PoolQueueFullError, f"max_waiting={limit} reached")
         me = getcurrent()
-        if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
-            why = f"this greenlet already holds all {self._max} connections"
-            raise self._exhausted(attempt, PoolDeadlockError, why)
+        if not self._pending and len(self._in_use) == self._max:
+            # Whether ``me`` holds them all; stops at the first other holder (a loop, not a call).
+            for held in self._in_use.values():
+                if held.holder is not me:
+                    break
+            else:
+                why = f"this greenlet already holds all {self._max} connections"
+                raise self._exhausted(attempt, PoolDeadlockError, why)
         hub = get_hub()
         waiter = _Waiter(me, self._gen, hub.loop, math.inf if attempt.deadline is None else attempt.deadline,
                          grow_at)
@@ -428,7 +439,11 @@ class Pool(PoolState, Generic[T]):
         try:
             self._enqueue(waiter)
             while waiter.state == _waiting.WAITING:
-                _waiting.park(waiter, hub)
+                waiter.blocked = True  # _waiting.park, inlined: a late wake-up must not resume us elsewhere
+                try:
+                    hub.switch()
+                finally:
+                    waiter.blocked = False
                 if waiter.state == _waiting.WAITING:
                     now_ = monotonic()
                     if now_ >= waiter.deadline:
@@ -447,13 +462,6 @@ class Pool(PoolState, Generic[T]):
         if not granted:
             raise self._exhausted(attempt)
         return waiter
-
-    def _holds_all(self, me: Any) -> bool:
-        """Whether ``me`` holds every connection in use (stops at the first other holder: cheap)."""
-        for entry in self._in_use.values():  # noqa: SIM110 - a loop, not all(genexpr): no generator per wait
-            if entry.holder is not me:
-                return False
-        return True
 
     def _fill(self, target: int, deadline: Optional[float]) -> None:
         """Open connections until ``size`` reaches ``target`` and make them available."""

@@ -10,6 +10,7 @@ from typing import Any, Optional
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
 import redis.connection as _rconn
+from gevent import getcurrent
 from redis.backoff import NoBackoff
 from redis.client import CaseInsensitiveDict as _CaseInsensitiveDict
 from redis.exceptions import AuthenticationError, ResponseError
@@ -289,7 +290,9 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             log.warning("pool %r: release() of a connection it does not own: ignored", self._pool.name)
             return
         pool = self._pool
-        pool._adopt(slot)
+        entry = pool._in_use.get(id(slot))  # _adopt, inlined: the common case (its holder) needs no call
+        if entry is not None and entry.holder is not getcurrent():
+            pool._adopt(slot)
         if (connection._sock is None or connection._gpool_replies or connection._gpool_state
                 or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None):
             self._give_back(slot, False)  # dropped, or re-authenticated first
