@@ -36,9 +36,21 @@ def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt) -> b
     now = entry.checked_out_at
     # A connection that may owe the reply of what its reset() sent says so by not being clean: then
     # settle() reads it first (a failure drops it), and the checks below run on the settled connection.
-    if (entry.settle is not None and entry.is_clean is not None and not _is_clean(pool, entry)
-            and not _health_check(pool, entry, attempt, entry.settle, "settle")):
-        return False
+    if entry.settle is not None and entry.is_clean is not None and not _is_clean(pool, entry):
+        try:
+            settled = entry.settle(0.0)  # the reply is usually there already: no wait, no Timeout
+        except Exception as exc:
+            log.debug("pool %r: settle raised", pool.name, exc_info=True)
+            attempt.check_failed(exc)
+            settled = False
+        except BaseException:
+            pool._drop_held(entry, "interrupted")
+            raise
+        if settled is False:
+            pool._drop_held(entry, "check_failed")
+            return False
+        if settled is None and not _health_check(pool, entry, attempt, entry.settle, "settle"):
+            return False
     if not fresh and now >= entry.fast_until:
         reason = expiry_reason(pool, entry, now)
         if reason is not None:
@@ -146,12 +158,8 @@ def reset(pool: Pool[Any], entry: _Entry) -> bool:
     """
     try:
         keep = entry.reset()  # type: ignore[misc]
-    except Exception:
-        log.warning("pool %r: reset on release failed; connection dropped", pool.name, exc_info=True)
-        keep = False
-    except BaseException:
-        pool._drop_held(entry, "interrupted")
-        raise
+    except BaseException as exc:
+        return reset_failed(pool, entry, exc)
     if keep is False:
         pool._drop_held(entry, "broken")
         return False
@@ -160,6 +168,16 @@ def reset(pool: Pool[Any], entry: _Entry) -> bool:
         pool._drop_held(entry, "check_failed")  # the reset's own reply, or one nobody asked for, is unread
         return False
     return True
+
+
+def reset_failed(pool: Pool[Any], entry: _Entry, exc: BaseException) -> bool:
+    """``reset()`` raised ``exc``: drop the connection (logged); re-raise a ``BaseException``. False."""
+    if isinstance(exc, Exception):
+        log.warning("pool %r: reset on release failed; connection dropped", pool.name, exc_info=exc)
+        pool._drop_held(entry, "broken")
+        return False
+    pool._drop_held(entry, "interrupted")
+    raise exc
 
 
 def checkin(pool: Pool[Any], entry: _Entry, reset: Optional[Callable[[], Any]]) -> Any:

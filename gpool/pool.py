@@ -114,7 +114,8 @@ class Pool(PoolState, Generic[T]):
     ``health_check(timeout)`` (or ``is_connected()``) when it sat idle ``check_interval``, ``reset()``
     when it comes back, ``settle(timeout)`` when it has one and is not clean at a handout (it reads what
     ``reset()`` sent without waiting, e.g. a ROLLBACK's reply; ``is_clean()`` says False meanwhile, so
-    the fast path never hands it out; the check after ``reset()`` moves to the checkout),
+    the fast path never hands it out; the check after ``reset()`` moves to the checkout; it is first
+    called with timeout 0, which must not wait and returns None when it would have to),
     ``is_fatal(exc)`` when the user's block raised, ``is_expired()``, ``close()`` once, ``detach()`` in a
     forked child.
     """
@@ -202,9 +203,19 @@ class Pool(PoolState, Generic[T]):
 
     def _prepare_return(self, entry: _Entry) -> bool:
         """The return's I/O and checks before the check-in: ``reset()``, ``is_expired()``. False: dropped."""
-        if (entry.reset is not None and not self._closed
-                and (not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry)):
-            return False  # the reset failed and dropped it, or another greenlet dropped it meanwhile
+        if entry.reset is not None and not self._closed:
+            if entry.settle is not None:  # _health.reset's common case, inlined: no is_clean() after it
+                try:
+                    keep = entry.reset()
+                except BaseException as exc:
+                    return _health.reset_failed(self, entry, exc)
+                if keep is False:
+                    self._drop_held(entry, "broken")
+                    return False
+                if self._in_use.get(entry.key) is not entry:
+                    return False  # another greenlet dropped it meanwhile
+            elif not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry:
+                return False  # the reset failed and dropped it, or another greenlet dropped it meanwhile
         if entry.native:
             entry.conn.last_used_at = monotonic()
         if entry.is_expired is not None and entry.is_expired():
@@ -348,7 +359,8 @@ class Pool(PoolState, Generic[T]):
                 continue  # woken with nothing (closed, forked): the loop head decides
             # A handed-over connection still fresh, with no hooks to run, needs only its is_clean()
             # (called here: a False or a raise goes through _health.checkout, which drops it).
-            fast = entry.checked_out_at < entry.fast_until and self._plain_checkout and entry.settle is None
+            # (A connection with settle() that is clean owes nothing: it needs no settling either.)
+            fast = entry.checked_out_at < entry.fast_until and self._plain_checkout
             if fast and entry.is_clean is not None:
                 try:
                     fast = bool(entry.is_clean())

@@ -30,6 +30,7 @@ _AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 _COM_RESET_CONNECTION = 0x1F  # MariaDB 10.2.4+, MySQL 5.7.3+; PyMySQL has no constant for it
 _COM_QUIT_PACKET = struct.pack("<iB", 1, COMMAND.COM_QUIT)
 _ROLLBACK_PACKET = struct.pack("<iB", 9, COMMAND.COM_QUERY) + b"ROLLBACK"
+_READ_AHEAD = 32768
 
 #: Error codes after which the connection cannot be used again: the client lost the connection
 #: (2006 gone away, 2013 lost during query, 2055 lost at system error), the protocol is out of
@@ -503,10 +504,11 @@ class MySQLConnection(pymysql.connections.Connection):
         # The pool checks it clean at the next checkout (after settle()): no second poll here.
         return None
 
-    def settle(self, timeout: Optional[float] = None) -> bool:
+    def settle(self, timeout: Optional[float] = None) -> Optional[bool]:
         """Read the reply of the ``ROLLBACK`` :meth:`reset` sent at return (the pool calls it at checkout).
 
-        True when nothing was owed or the rollback succeeded and no transaction is open; an error
+        True when nothing was owed or the rollback succeeded and no transaction is open; None for
+        ``timeout=0`` when the reply has not all arrived (nothing waited for); an error
         reply, a lost connection or a timeout raise (or return False), and the pool drops the
         connection. The pool bounds it by the caller's deadline (``timeout``, with a ``gevent.Timeout``);
         ``read_timeout`` bounds each read as for any query. PyMySQL closes the connection when a read
@@ -514,11 +516,30 @@ class MySQLConnection(pymysql.connections.Connection):
         """
         if not self._gpool_owed:
             return True
-        if self._sock is None:
+        sock = self._sock
+        reader = self._gpool_reader
+        if sock is None or reader is None:
             return False
+        if timeout == 0 and not self._gpool_reply_buffered(sock, reader):
+            return None  # not all there yet: the pool calls again, waiting
         self._read_ok_packet()
         self._gpool_owed = False
         return not self.server_status & _IN_TRANS
+
+    def _gpool_reply_buffered(self, sock: Any, reader: _Reader) -> bool:
+        """Whether a whole packet is in the read-ahead, after taking what the socket holds (never waits)."""
+        if len(reader.buf) - reader.pos < 4:
+            if sock is not self._gpool_tcp_sock or not self._gpool_tcp_poll(0):
+                return False  # nothing arrived (or TLS: the waiting read decides)
+            data = sock.recv(_READ_AHEAD)  # readable: returns at once
+            if not data:
+                return True  # the peer closed: the read reports the connection lost
+            reader.buf = reader.buf[reader.pos:] + data
+            reader.pos = 0
+        buf, pos = reader.buf, reader.pos
+        if len(buf) - pos < 4:
+            return False
+        return len(buf) - pos >= 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
 
     def reset_session(self) -> None:
         """Reset the session on the server and set it up again, as after connect.

@@ -114,6 +114,8 @@ class SettlingConn(CleanConn):
     def settle(self, timeout: object) -> object:
         self.settled.append(timeout)
         if self.factory.check_delay:
+            if timeout == 0:
+                return None  # the reply has not arrived: the pool must call again, waiting
             gevent.sleep(self.factory.check_delay)
         result, self.owed = self.settle_result, False
         return result
@@ -134,7 +136,12 @@ def test_settle_completes_the_reset_before_the_next_handout(make_pool):
     pool.release(conn)  # no is_clean() after its reset: settle() comes first, at the checkout
     assert conn.owed and not conn.closed and pool.stats().closed_check_failed == 0
     assert pool.acquire(timeout=3.0) is conn  # is_clean() said False: the slow path settled it
-    assert conn.settled == [pytest.approx(3.0, abs=0.5)] and not conn.owed
+    assert conn.settled == [0.0] and not conn.owed  # the reply was there: settled without waiting
+    pool.release(conn)
+    factory.check_delay = 0.01  # the reply comes later: a second call waits, with the caller's deadline
+    assert pool.acquire(timeout=3.0) is conn
+    assert conn.settled == [0.0, 0.0, pytest.approx(3.0, abs=0.5)] and not conn.owed
+    factory.check_delay = 0.0
     pool.release(conn)
     conn.settle_result = False  # e.g. the ROLLBACK failed, or the server closed: never handed out
     other = pool.acquire()
