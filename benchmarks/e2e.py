@@ -1,6 +1,8 @@
 """Cases 3 and 4: one ``request()`` callable per pool against a private Redis or MariaDB server.
 
-Every pool gets the same connect options and the same pool size M; the floor is M connections
+Every pool gets the same connect options and the same pool size M (gpool opens its M up front, with
+``initial_connections``, as the floor does: else its warm-pool policy serves G=10 from fewer
+connections, which measures that policy rather than the cost per request); the floor is M connections
 opened up front and handed out by a bare ``gevent.queue.Queue``, driven through the same client
 API (``redis.Redis.get`` for Redis, a PyMySQL cursor for MariaDB). Import after ``monkey.patch_all()``.
 """
@@ -32,7 +34,7 @@ REDIS_POOLS: dict[str, tuple[str, tuple[str, ...]]] = {
     REDIS_FLOOR: ("redis.Redis over M pre-opened connections", ("redis",)),
     REDIS_FAIR: (
         "as the floor, handed to the oldest waiter; not a pool", ("redis",)),
-    "gpool RedisPool.client()": ("pool.client().get(k)", ("gpool", "redis")),
+    "gpool RedisPool.client()": ("pool.client().get(k); initial_connections=M", ("gpool", "redis")),
     "gpool RedisPool.connection()": ("with pool.connection() as r: r.get(k)", ("gpool", "redis")),
     "redis-py ConnectionPool": ("redis.Redis(host, port) defaults: max_connections=100, not M; never waits",
                                 ("redis",)),
@@ -81,7 +83,7 @@ def redis_request(name: str, server: dict[str, Any], size: int) -> tuple[Request
     if name.startswith("gpool"):
         from gpool.redis import RedisPool
 
-        gp = RedisPool(max_connections=size, **kw)
+        gp = RedisPool(max_connections=size, initial_connections=size, **kw)  # M opened up front, as the floor's
         if name == "gpool RedisPool.client()":
             client = gp.client()
             return (lambda: client.get(key)), gp.close
@@ -114,7 +116,8 @@ MYSQL_POOLS: dict[str, tuple[str, tuple[str, ...]]] = {
     MYSQL_FLOOR: ("PyMySQL cursor over M pre-opened connections", ("PyMySQL",)),
     MYSQL_FAIR: (
         "as the floor, handed to the oldest waiter; not a pool", ("PyMySQL",)),
-    "gpool MySQLPool (defaults)": ("with pool.connection() as conn; autocommit=False: ROLLBACK on return",
+    "gpool MySQLPool (defaults)": ("with pool.connection() as conn; initial_connections=M; autocommit=False: "
+                                   "ROLLBACK on return",
                                    ("gpool", "PyMySQL")),
     "gpool MySQLPool (autocommit=True)": ("no round trip on return", ("gpool", "PyMySQL")),
     "DBUtils PooledDB (defaults)": ("blocking=True; ping on checkout, rollback on return", ("DBUtils", "PyMySQL")),
@@ -181,7 +184,7 @@ def mysql_request(name: str, server: dict[str, Any], size: int) -> tuple[Request
         from gpool.mysql import MySQLPool
 
         extra = {"autocommit": True} if "autocommit=True" in name else {}
-        gp = MySQLPool(max_connections=size, **extra, **kw)
+        gp = MySQLPool(max_connections=size, initial_connections=size, **extra, **kw)  # as the floor's M
 
         def through_gpool() -> Any:
             with gp.connection() as conn:

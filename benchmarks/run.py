@@ -487,6 +487,7 @@ def targets(results: dict[str, Any], cfgs: dict[str, Any]) -> list[str]:
                              + f", p99 {fmt_x(x['p99_ratio'])} floor, errors {x['errors']}")
             lines.append(f"- {gname} within 5% of the floor{' and of redis-py' if case == '3' else ''}: "
                          f"{'MET' if ok_all else 'MISSED'} — " + "; ".join(parts))
+    lines.extend(fair_targets(results))
     for case in ("5", "5b"):
         r = results.get(case)
         if not r or "error" in r.get("gpool", {"error": 1}):
@@ -500,6 +501,47 @@ def targets(results: dict[str, Any], cfgs: dict[str, Any]) -> list[str]:
         lines.append(f"- Spike {case} (created ≤ {bound}, p99 ≤ best peer's): {'MET' if ok else 'MISSED'} — "
                      f"created {g['created']:.0f}, p99 {fmt_t(g['wait_p99_s'])} vs best peer {fmt_t(best)}"
                      f" (within 5% counts as equal)")
+    return lines
+
+
+#: issue 18: end-to-end throughput of each gpool row over the fair reference's, in the same rounds
+FAIR_TARGETS = {
+    "3": {"gpool RedisPool.client()": 0.95, "gpool RedisPool.connection()": 0.90},
+    "4": {"gpool MySQLPool (autocommit=True)": 0.95, "gpool MySQLPool (defaults)": 0.60},
+}
+#: issue 18: the uncontended acquire+release of case 1, in ns
+CORE_TARGET_NS = 250
+
+
+def fair_targets(results: dict[str, Any]) -> list[str]:
+    """One line per gpool row of cases 3 and 4: its throughput over the fair reference's, per G."""
+    lines = []
+    r1 = results.get("1")
+    if r1 and "error" not in r1.get("gpool", {"error": 1}):
+        ns = r1["gpool"]["ns_per_cycle"]
+        lines.append(f"- Uncontended core acquire+release ≤ {CORE_TARGET_NS} ns (issue 18): "
+                     f"{'MET' if ns <= CORE_TARGET_NS else 'MISSED'} — {ns:.0f} ns")
+    for case, wanted in FAIR_TARGETS.items():
+        r = results.get(case)
+        ref = (r or {}).get(e2e.FAIR)
+        if not r or not ref or "error" in ref:
+            continue
+        for name, goal in wanted.items():
+            mine = r.get(name)
+            if not mine or "error" in mine:
+                continue
+            parts, ok = [], True
+            for gk, x in mine.items():
+                base = ref.get(gk)
+                if "error" in x or not base or "error" in base or not base.get("requests_per_s"):
+                    parts.append(f"G={gk}: n/a")
+                    ok = False
+                    continue
+                rel = x["requests_per_s"] / base["requests_per_s"]
+                ok = ok and rel >= goal and x["errors"] == 0
+                parts.append(f"G={gk}: {rel:.2f}x")
+            lines.append(f"- {name} ≥ {goal:.2f}x the fair reference (issue 18): {'MET' if ok else 'MISSED'} — "
+                         + ", ".join(parts))
     return lines
 
 

@@ -67,6 +67,7 @@ class _Entry:
         "plain",
         "reset",
         "retire_at",
+        "settle",
         "stack",
         "usage",
     )
@@ -106,6 +107,8 @@ class _Entry:
                 check = lambda timeout: connected()  # noqa: E731 - bounded by the pool's own Timeout
         self.health_check: Optional[Callable[[Optional[float]], Any]] = check
         self.reset = _hook(conn, "reset")
+        #: completes, at checkout, what reset() left on the wire (see gpool.Pool's connection protocol)
+        self.settle: Optional[Callable[[Optional[float]], Any]] = _hook(conn, "settle")
         if self.native and type(conn).reset is Connection.reset:
             self.reset = None  # the base no-op: skip the call on every release
         self.is_fatal = _hook(conn, "is_fatal")

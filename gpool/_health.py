@@ -8,7 +8,9 @@ The checkout contract, for every connection handed out (idle, handed over, or ju
 expired ones are closed; one idle at least ``check_interval`` gets its ``health_check(timeout)`` with
 the caller's remaining deadline (bounded by a ``gevent.Timeout`` too); then ``is_clean()``, which
 never yields, must say that nothing is unread and the peer did not close. A connection failing any
-of these is dropped and the pool takes or opens another within the same deadline.
+of these is dropped and the pool takes or opens another within the same deadline. A connection with
+``settle(timeout)`` that is not clean first gets that call (same deadline): it reads what its
+``reset()`` sent at return without waiting (a ROLLBACK's reply), so the checks run on a settled one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ log = logging.getLogger("gpool")
 def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt) -> bool:
     """The checkout contract for ``entry``, just taken and tracked as ours. False: it was dropped."""
     now = entry.checked_out_at
+    # A connection that may owe the reply of what its reset() sent says so by not being clean: then
+    # settle() reads it first (a failure drops it), and the checks below run on the settled connection.
+    if entry.settle is not None and entry.is_clean is not None and not _is_clean(pool, entry):
+        try:
+            settled = entry.settle(0.0)  # the reply is usually there already: no wait, no Timeout
+        except Exception as exc:
+            log.debug("pool %r: settle raised", pool.name, exc_info=True)
+            attempt.check_failed(exc)
+            settled = False
+        except BaseException:
+            pool._drop_held(entry, "interrupted")
+            raise
+        if settled is False:
+            pool._drop_held(entry, "check_failed")
+            return False
+        if settled is None and not _health_check(pool, entry, attempt, entry.settle, "settle"):
+            return False
     if not fresh and now >= entry.fast_until:
         reason = expiry_reason(pool, entry, now)
         if reason is not None:
@@ -52,8 +71,19 @@ def after_connect(pool: Pool[Any], entry: _Entry) -> None:
     session (or talks out of turn) is a connect failure, retried with backoff, never a storm."""
     if entry.is_clean is None or _is_clean(pool, entry):
         return
+    # The connection's own account when it has one (gpool.redis: the server's "max number of clients
+    # reached", which may arrive just after the connection's own check in open() passed).
+    refusal = getattr(entry.conn, "refusal", None)
+    error: Optional[BaseException] = None
+    if callable(refusal):
+        try:
+            error = refusal()
+        except Exception:
+            error = None
     pool._created += 1
     pool._close_conn(entry, "check_failed")
+    if isinstance(error, Exception):
+        raise error
     raise ConnectionError("the server closed the connection (or sent bytes nobody asked for) right after "
                           "it was opened")
 
@@ -66,23 +96,24 @@ def _is_clean(pool: Pool[Any], entry: _Entry) -> bool:
         return False
 
 
-def _health_check(pool: Pool[Any], entry: _Entry, attempt: Attempt) -> bool:
-    """Run the yielding health check within the caller's remaining deadline. False: dropped."""
+def _health_check(pool: Pool[Any], entry: _Entry, attempt: Attempt,
+                  check: Optional[Callable[[Optional[float]], Any]] = None, what: str = "health check") -> bool:
+    """Run the yielding health check (or ``check``) within the caller's remaining deadline. False: dropped."""
     remaining = None if attempt.once else attempt.remaining()
     if remaining is not None and remaining < 0:
         remaining = 0.0
     timer = gevent.Timeout(remaining)  # None: never fires
     timer.start()
     try:
-        healthy = bool(entry.health_check(remaining))  # type: ignore[misc]
+        healthy = bool((check or entry.health_check)(remaining))  # type: ignore[misc]
     except gevent.Timeout as exc:
         if exc is not timer:
             pool._drop_held(entry, "interrupted")  # the connection may hold half a check
             raise
-        attempt.check_failed(TimeoutError(f"health check timed out after {remaining:.3f}s"))
+        attempt.check_failed(TimeoutError(f"{what} timed out after {remaining:.3f}s"))
         healthy = False
     except Exception as exc:
-        log.debug("pool %r: health check raised", pool.name, exc_info=True)
+        log.debug("pool %r: %s raised", pool.name, what, exc_info=True)
         attempt.check_failed(exc)
         healthy = False
     except BaseException:
@@ -127,19 +158,26 @@ def reset(pool: Pool[Any], entry: _Entry) -> bool:
     """
     try:
         keep = entry.reset()  # type: ignore[misc]
-    except Exception:
-        log.warning("pool %r: reset on release failed; connection dropped", pool.name, exc_info=True)
-        keep = False
-    except BaseException:
-        pool._drop_held(entry, "interrupted")
-        raise
+    except BaseException as exc:
+        return reset_failed(pool, entry, exc)
     if keep is False:
         pool._drop_held(entry, "broken")
         return False
-    if entry.is_clean is not None and not _is_clean(pool, entry):
+    # With settle(), the reset may have left a reply to read at checkout: checked clean there, after it.
+    if entry.settle is None and entry.is_clean is not None and not _is_clean(pool, entry):
         pool._drop_held(entry, "check_failed")  # the reset's own reply, or one nobody asked for, is unread
         return False
     return True
+
+
+def reset_failed(pool: Pool[Any], entry: _Entry, exc: BaseException) -> bool:
+    """``reset()`` raised ``exc``: drop the connection (logged); re-raise a ``BaseException``. False."""
+    if isinstance(exc, Exception):
+        log.warning("pool %r: reset on release failed; connection dropped", pool.name, exc_info=exc)
+        pool._drop_held(entry, "broken")
+        return False
+    pool._drop_held(entry, "interrupted")
+    raise exc
 
 
 def checkin(pool: Pool[Any], entry: _Entry, reset: Optional[Callable[[], Any]]) -> Any:

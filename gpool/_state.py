@@ -278,7 +278,9 @@ class PoolState:
         # Critical section: queued and covered by the deadline timer in one step.
         self._waiters[waiter] = None
         self._waits += 1
-        self._timer.arm_if_sooner(waiter.loop, waiter.wake_at())
+        at = waiter.grow_at if waiter.grow_at < waiter.deadline else waiter.deadline  # wake_at(), inlined
+        if at < self._timer.at:
+            self._timer.arm(waiter.loop, at)
 
     def _leave(self, waiter: _Waiter, now: float) -> Optional[_Entry]:
         """The waiter stops waiting (its deadline, an outer Timeout, a kill): pass on what it got.

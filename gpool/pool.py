@@ -112,8 +112,12 @@ class Pool(PoolState, Generic[T]):
     The connection protocol (every method optional): ``open()`` after the factory, ``is_clean()``
     (non-yielding: nothing unread, peer not closed) before every handout and after ``reset()``,
     ``health_check(timeout)`` (or ``is_connected()``) when it sat idle ``check_interval``, ``reset()``
-    when it comes back, ``is_fatal(exc)`` when the user's block raised, ``is_expired()``, ``close()``
-    once, ``detach()`` in a forked child.
+    when it comes back, ``settle(timeout)`` when it has one and is not clean at a handout (it reads what
+    ``reset()`` sent without waiting, e.g. a ROLLBACK's reply; ``is_clean()`` says False meanwhile, so
+    the fast path never hands it out; the check after ``reset()`` moves to the checkout; it is first
+    called with timeout 0, which must not wait and returns None when it would have to),
+    ``is_fatal(exc)`` when the user's block raised, ``is_expired()``, ``close()`` once, ``detach()`` in a
+    forked child.
     """
 
     def __init__(self, factory: Callable[..., T], options: Optional[Mapping[str, Any]] = None, *args: Any,
@@ -199,9 +203,19 @@ class Pool(PoolState, Generic[T]):
 
     def _prepare_return(self, entry: _Entry) -> bool:
         """The return's I/O and checks before the check-in: ``reset()``, ``is_expired()``. False: dropped."""
-        if (entry.reset is not None and not self._closed
-                and (not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry)):
-            return False  # the reset failed and dropped it, or another greenlet dropped it meanwhile
+        if entry.reset is not None and not self._closed:
+            if entry.settle is not None:  # _health.reset's common case, inlined: no is_clean() after it
+                try:
+                    keep = entry.reset()
+                except BaseException as exc:
+                    return _health.reset_failed(self, entry, exc)
+                if keep is False:
+                    self._drop_held(entry, "broken")
+                    return False
+                if self._in_use.get(entry.key) is not entry:
+                    return False  # another greenlet dropped it meanwhile
+            elif not _health.reset(self, entry) or self._in_use.get(entry.key) is not entry:
+                return False  # the reset failed and dropped it, or another greenlet dropped it meanwhile
         if entry.native:
             entry.conn.last_used_at = monotonic()
         if entry.is_expired is not None and entry.is_expired():
@@ -255,7 +269,9 @@ class Pool(PoolState, Generic[T]):
         """
         entry = self._in_use.get(id(conn))
         if entry is not None:
-            self._transfer(entry, getcurrent())
+            me = getcurrent()
+            if entry.holder is not me:  # the common case (the holder gives it back) needs no call
+                self._transfer(entry, me)
 
     def drop_expired(self) -> int:
         """Close idle connections that are past ``idle_timeout``, ``max_lifetime`` or ``is_expired()``.
@@ -332,17 +348,26 @@ class Pool(PoolState, Generic[T]):
             self._bind_thread()
         start = monotonic()
         attempt = _connect.Attempt(self, start, None if timeout is None else start + timeout, timeout == 0)
+        now = start  # one clock read per pass: the first pass needs none of its own
         while True:
             if self._forked:
                 self._after_fork()
             if self._closed:
                 raise PoolClosedError(f"pool {self.name!r} is closed")
-            entry = self._take(attempt)
+            entry = self._take(attempt, now)
             if entry is None:
+                now = monotonic()
                 continue  # woken with nothing (closed, forked): the loop head decides
-            # A handed-over connection still fresh, with no checks or hooks to run, needs no call.
-            if ((entry.checked_out_at < entry.fast_until and entry.is_clean is None and self._plain_checkout)
-                    or _health.checkout(self, entry, entry.created_at >= start, attempt)):
+            # A handed-over connection still fresh, with no hooks to run, needs only its is_clean()
+            # (called here: a False or a raise goes through _health.checkout, which drops it).
+            # (A connection with settle() that is clean owes nothing: it needs no settling either.)
+            fast = entry.checked_out_at < entry.fast_until and self._plain_checkout
+            if fast and entry.is_clean is not None:
+                try:
+                    fast = bool(entry.is_clean())
+                except Exception:
+                    fast = False
+            if fast or _health.checkout(self, entry, entry.created_at >= start, attempt):
                 if self._max_usage is not None:
                     entry.usage += 1
                     if entry.usage >= self._max_usage:
@@ -351,13 +376,13 @@ class Pool(PoolState, Generic[T]):
                 if attempt.cause is not None:
                     self._outage.recovered()
                 return entry.conn  # type: ignore[no-any-return]
+            now = monotonic()  # it was dropped: another pass
 
-    def _take(self, attempt: _connect.Attempt) -> Optional[_Entry]:
+    def _take(self, attempt: _connect.Attempt, now: float) -> Optional[_Entry]:
         """One try at a connection tracked as ours: idle, handed over by a waiter's grant, or new.
 
         None: woken with nothing to take (the pool closed, the process forked); the caller looks again.
         """
-        now = monotonic()
         if self._idle:
             taken = self._idle[-1]
             self._lease(taken, now, getcurrent())
@@ -366,7 +391,7 @@ class Pool(PoolState, Generic[T]):
         if len(self._in_use) + self._pending < self._max:
             grow_at = self._grow_at(attempt.once, now)
         if grow_at != -math.inf or not self._reserve():
-            waiter = self._wait(attempt, grow_at)
+            waiter = self._wait(attempt, grow_at, now)
             if waiter.gen != self._gen:
                 return None  # granted by the parent process before a fork: start over
             if waiter.state != _waiting.GOT_SLOT:
@@ -398,24 +423,28 @@ class Pool(PoolState, Generic[T]):
             return -math.inf
         return now + connect
 
-    def _wait(self, attempt: _connect.Attempt, grow_at: float) -> _Waiter:
+    def _wait(self, attempt: _connect.Attempt, grow_at: float, now: float) -> _Waiter:
         """Queue the current greenlet and park it until it is granted something, or raise.
 
         A waiter queued by choice (``grow_at``, see :meth:`_grow_at`) still unserved at ``grow_at``
         takes a slot and leaves the queue to connect, when the pool is still below the cap. Whatever
         ends the wait abnormally (our deadline, an outer Timeout, a kill) gives back what may have
-        been granted in the meantime, in ``finally``.
+        been granted in the meantime, in ``finally``. ``now``: the clock read just before.
         """
-        now = monotonic()
         if attempt.deadline is not None and now >= attempt.deadline:
             raise self._exhausted(attempt)
         limit = self._opts.max_waiting
         if limit is not None and len(self._waiters) >= limit:
             raise self._exhausted(attempt, PoolQueueFullError, f"max_waiting={limit} reached")
         me = getcurrent()
-        if not self._pending and len(self._in_use) == self._max and self._holds_all(me):
-            why = f"this greenlet already holds all {self._max} connections"
-            raise self._exhausted(attempt, PoolDeadlockError, why)
+        if not self._pending and len(self._in_use) == self._max:
+            # Whether ``me`` holds them all; stops at the first other holder (a loop, not a call).
+            for held in self._in_use.values():
+                if held.holder is not me:
+                    break
+            else:
+                why = f"this greenlet already holds all {self._max} connections"
+                raise self._exhausted(attempt, PoolDeadlockError, why)
         hub = get_hub()
         waiter = _Waiter(me, self._gen, hub.loop, math.inf if attempt.deadline is None else attempt.deadline,
                          grow_at)
@@ -423,7 +452,11 @@ class Pool(PoolState, Generic[T]):
         try:
             self._enqueue(waiter)
             while waiter.state == _waiting.WAITING:
-                _waiting.park(waiter, hub)
+                waiter.blocked = True  # _waiting.park, inlined: a late wake-up must not resume us elsewhere
+                try:
+                    hub.switch()
+                finally:
+                    waiter.blocked = False
                 if waiter.state == _waiting.WAITING:
                     now_ = monotonic()
                     if now_ >= waiter.deadline:
@@ -442,13 +475,6 @@ class Pool(PoolState, Generic[T]):
         if not granted:
             raise self._exhausted(attempt)
         return waiter
-
-    def _holds_all(self, me: Any) -> bool:
-        """Whether ``me`` holds every connection in use (stops at the first other holder: cheap)."""
-        for entry in self._in_use.values():  # noqa: SIM110 - a loop, not all(genexpr): no generator per wait
-            if entry.holder is not me:
-                return False
-        return True
 
     def _fill(self, target: int, deadline: Optional[float]) -> None:
         """Open connections until ``size`` reaches ``target`` and make them available."""

@@ -30,6 +30,8 @@ _IN_TRANS = SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 _COM_RESET_CONNECTION = 0x1F  # MariaDB 10.2.4+, MySQL 5.7.3+; PyMySQL has no constant for it
 _COM_QUIT_PACKET = struct.pack("<iB", 1, COMMAND.COM_QUIT)
+_ROLLBACK_PACKET = struct.pack("<iB", 9, COMMAND.COM_QUERY) + b"ROLLBACK"
+_READ_AHEAD = 32768
 
 #: Error codes after which the connection cannot be used again: the client lost the connection
 #: (2006 gone away, 2013 lost during query, 2055 lost at system error), the protocol is out of
@@ -118,6 +120,8 @@ class MySQLConnection(pymysql.connections.Connection):
     _closed: bool
     _gpool_deadline: Optional[float] = None
     _gpool_reader: Optional[_Reader] = None
+    #: reset() sent a ROLLBACK whose reply settle() reads at the next checkout
+    _gpool_owed = False
     #: what connect() is doing (for the error when it times out or fails); "" once connected
     _gpool_step = ""
 
@@ -177,6 +181,7 @@ class MySQLConnection(pymysql.connections.Connection):
         closed and a ``pymysql.err.OperationalError`` names the step (2013 when it timed out); an
         error whose text would show the password is replaced by one that does not.
         """
+        self._gpool_owed = False  # a new session owes nothing
         started = monotonic()
         limit = self.connect_timeout
         self._gpool_step = "connecting"
@@ -314,6 +319,19 @@ class MySQLConnection(pymysql.connections.Connection):
                 self._force_close()
             raise
 
+    def _read_bytes(self, num_bytes: int) -> bytes:
+        # PyMySQL reads each packet in two of these (header, body): served from the read-ahead here,
+        # without its call to the reader through the _rfile property (~0.3 us a packet).
+        reader = self._gpool_reader
+        if reader is not None:
+            pos = reader.pos
+            end = pos + num_bytes
+            buf = reader.buf
+            if end <= len(buf):
+                reader.pos = end
+                return buf[pos:end]
+        return _Connection._read_bytes(self, num_bytes)  # type: ignore[no-any-return]
+
     def _write_bytes(self, data: bytes) -> None:
         try:
             _Connection._write_bytes(self, data)
@@ -378,8 +396,8 @@ class MySQLConnection(pymysql.connections.Connection):
         session tickets at any time); the TLS layer's own buffer is checked.
         """
         sock = self._sock
-        if sock is None:
-            return False
+        if sock is None or self._gpool_owed:
+            return False  # closed, or the reply of the ROLLBACK sent at return is still to read (settle())
         if self._gpool_host is not None and not self._gpool_host.usable():
             return False  # its host was denied, demoted or found split since: no I/O needed to know
         reader = self._gpool_reader
@@ -450,11 +468,13 @@ class MySQLConnection(pymysql.connections.Connection):
         an explicit ``BEGIN`` opens one and the server flags it (``SERVER_STATUS_IN_TRANS``), so the
         common case costs no round trip. With autocommit off, any statement opens one and MariaDB
         does not flag read-only ones (not even ``SELECT ... FOR UPDATE``, which holds locks): a
-        ``ROLLBACK`` follows any statement not followed by ``commit()``/``rollback()``. After a
-        session-changing statement it runs :meth:`reset_session` instead.
-        Raising makes the pool drop the connection: a closed connection, or an unbuffered result
-        left unread (reading it all could take long). Returns False (drop it) when it is not
-        :meth:`is_clean` afterwards.
+        ``ROLLBACK`` follows any statement not followed by ``commit()``/``rollback()``. That
+        ``ROLLBACK`` is sent without waiting for its reply, which :meth:`settle` reads when the pool
+        next hands the connection out (before its next user can send anything; until then
+        :meth:`is_clean` is False). After a session-changing statement it runs :meth:`reset_session`
+        instead. Raising makes the pool drop the connection: a closed connection, or an unbuffered
+        result left unread (reading it all could take long). The pool checks :meth:`is_clean` at the
+        next checkout.
         """
         if self._sock is None:
             raise _err.InterfaceError(0, "the connection was closed while checked out")
@@ -466,16 +486,61 @@ class MySQLConnection(pymysql.connections.Connection):
                 self._result = None  # the next user should not read our insert_id or rows
         if self._gpool_session_changed:
             self.reset_session()
-        else:
+            return None
+        status = self.server_status
+        if status & _IN_TRANS or (self._gpool_used and not status & _AUTOCOMMIT):
+            if self._result is None and bool(status & _AUTOCOMMIT) == self._gpool_autocommit:
+                # Sent now, its reply read by settle() before the next user gets the connection
+                # (the pool's checkout): the round trip is off this caller's path, never skipped.
+                self._write_bytes(_ROLLBACK_PACKET)
+                self._next_seq_id = 1
+                self._gpool_owed = True
+                self._gpool_used = False
+                return None
+            self.rollback()
             status = self.server_status
-            if status & _IN_TRANS or (self._gpool_used and not status & _AUTOCOMMIT):
-                self.rollback()
-                status = self.server_status
-            self._gpool_used = False
-            if bool(status & _AUTOCOMMIT) != self._gpool_autocommit:
-                self.autocommit(self._gpool_autocommit)
-        # False (a quiet drop): bytes nobody asked for came with a reply, or the server closed.
-        return None if self.is_clean() else False
+        self._gpool_used = False
+        if bool(status & _AUTOCOMMIT) != self._gpool_autocommit:
+            self.autocommit(self._gpool_autocommit)
+        # The pool checks it clean at the next checkout (after settle()): no second poll here.
+        return None
+
+    def settle(self, timeout: Optional[float] = None) -> Optional[bool]:
+        """Read the reply of the ``ROLLBACK`` :meth:`reset` sent at return (the pool calls it at checkout).
+
+        True when nothing was owed or the rollback succeeded and no transaction is open; None for
+        ``timeout=0`` when the reply has not all arrived (nothing waited for); an error
+        reply, a lost connection or a timeout raise (or return False), and the pool drops the
+        connection. The pool bounds it by the caller's deadline (``timeout``, with a ``gevent.Timeout``);
+        ``read_timeout`` bounds each read as for any query. PyMySQL closes the connection when a read
+        fails or is interrupted, so a half-read reply is never reused.
+        """
+        if not self._gpool_owed:
+            return True
+        sock = self._sock
+        reader = self._gpool_reader
+        if sock is None or reader is None:
+            return False
+        if timeout == 0 and not self._gpool_reply_buffered(sock, reader):
+            return None  # not all there yet: the pool calls again, waiting
+        self._read_ok_packet()
+        self._gpool_owed = False
+        return not self.server_status & _IN_TRANS
+
+    def _gpool_reply_buffered(self, sock: Any, reader: _Reader) -> bool:
+        """Whether a whole packet is in the read-ahead, after taking what the socket holds (never waits)."""
+        if len(reader.buf) - reader.pos < 4:
+            if sock is not self._gpool_tcp_sock or not self._gpool_tcp_poll(0):
+                return False  # nothing arrived (or TLS: the waiting read decides)
+            data = sock.recv(_READ_AHEAD)  # readable: returns at once
+            if not data:
+                return True  # the peer closed: the read reports the connection lost
+            reader.buf = reader.buf[reader.pos:] + data
+            reader.pos = 0
+        buf, pos = reader.buf, reader.pos
+        if len(buf) - pos < 4:
+            return False
+        return len(buf) - pos >= 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
 
     def reset_session(self) -> None:
         """Reset the session on the server and set it up again, as after connect.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import select
 from time import monotonic
@@ -29,6 +30,8 @@ HEALTH_CHECK_TIMEOUT = 1.0
 # never also by redis-py's Retry inside Connection.connect() (which a user's retry= would configure).
 _ONCE = Retry(NoBackoff(), 0)
 _HAS_SHOULD_RECONNECT = hasattr(_rconn.AbstractConnection, "should_reconnect")
+# redis-py's own should_reconnect() returns the attribute _should_reconnect: read inline at checkout.
+_BASE_SHOULD_RECONNECT = getattr(_rconn.AbstractConnection, "should_reconnect", None)
 
 # The zero-round-trip check at checkout polls the socket with timeout 0 through the original (not
 # gevent's) poll object, kept per socket: ~0.5 us, where recv(MSG_PEEK) raising BlockingIOError
@@ -213,8 +216,16 @@ class PooledConnection:
                 self._gpool_state = 0
                 self._gpool_block = None
 
+    # The next class's send_command and read_response: _pooled_class() sets them per class to the
+    # base's functions (a super() per command costs ~0.1 us); these defaults serve other subclasses.
+    def _gpool_send(self, *args: Any, **kwargs: Any) -> Any:
+        return super().send_command(*args, **kwargs)  # type: ignore[misc]
+
+    def _gpool_read(self, *args: Any, **kwargs: Any) -> Any:
+        return super().read_response(*args, **kwargs)  # type: ignore[misc]
+
     def send_command(self, *args: Any, **kwargs: Any) -> None:
-        super().send_command(*args, **kwargs)  # type: ignore[misc]
+        self._gpool_send(*args, **kwargs)
         # Counted once sent: a lazy reconnect inside the send starts a new session (counters cleared).
         if not self._gpool_handshake:
             self._gpool_replies += 1  # first: a reply is owed even if the tracking below failed
@@ -247,7 +258,7 @@ class PooledConnection:
         block = self._gpool_block
         try:
             if block is None:
-                response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+                response = self._gpool_read(*args, **kwargs)
             else:
                 self._gpool_block = None
                 response = self._gpool_read_blocking(block, args, kwargs)
@@ -284,7 +295,8 @@ def _pooled_class(cls: Any) -> type:
         return cls
     pooled = _pooled_classes.get(cls)
     if pooled is None:
-        pooled = type(f"Pooled{cls.__name__}", (PooledConnection, cls), {"__module__": "gpool.redis"})
+        pooled = type(f"Pooled{cls.__name__}", (PooledConnection, cls), {
+            "__module__": "gpool.redis", "_gpool_send": cls.send_command, "_gpool_read": cls.read_response})
         _pooled_classes[cls] = pooled
     return pooled
 
@@ -310,7 +322,7 @@ class _Slot:
     ``is_connected`` (a property) on its connections.
     """
 
-    __slots__ = ("conn", "created", "epoch", "owner", "polled", "poller")
+    __slots__ = ("callbacks", "conn", "created", "epoch", "owner", "polled", "poller", "rbuf", "reconnect")
 
     def __init__(self, owner: RedisPool, conn: Any, epoch: int) -> None:
         self.owner = owner
@@ -319,6 +331,14 @@ class _Slot:
         self.created = monotonic()
         self.polled: Any = None  # the socket object the poller watches
         self.poller: Any = None
+        self.rbuf: Any = None  # the BytesIO of redis-py's pure-Python parser for that socket, if it has one
+        #: redis-py's should_reconnect(), or None when it is the base one that reads _should_reconnect
+        self.reconnect: Optional[Callable[[], Any]] = None
+        if _HAS_SHOULD_RECONNECT and (type(conn).should_reconnect is not _BASE_SHOULD_RECONNECT
+                                      or not hasattr(conn, "_should_reconnect")):
+            self.reconnect = conn.should_reconnect
+        #: a connection() block's copy of the response callbacks, reused while no block changed it
+        self.callbacks: Any = None
         conn._gpool_slot = self
 
     def is_clean(self) -> bool:
@@ -330,26 +350,49 @@ class _Slot:
         for reconnection (``should_reconnect()``, maintenance notifications), and for a connection
         of an older epoch (``disconnect()`` was called since it was opened).
         """
+        # Run at every checkout: what does not change while the socket stays the same is looked up
+        # once per socket (its poll registration, the parser's buffer), the rest inline (~0.6 us).
         conn = self.conn
         sock = conn._sock
-        if sock is None or self.epoch != self.owner._epoch or not self.owner._slot_is_current(self):
-            return False  # closed, of an older epoch, or no longer wanted (Sentinel: not the master now)
+        owner = self.owner
+        if sock is None or self.epoch != owner._epoch:
+            return False  # closed, or of an older epoch
+        if owner._slot_check is not None and not owner._slot_check(self):
+            return False  # no longer wanted (Sentinel: not the master now)
+        if sock is not self.polled and not self._watch(sock):
+            return False
         if _poll is None:  # pragma: no cover
             if not socket_is_clean(sock):
                 return False
-        else:
-            if sock is not self.polled:  # a new socket (reconnected): its own registration
-                try:
-                    poller = _poll()
-                    poller.register(sock.fileno(), _POLL_MASK)
-                except (OSError, ValueError):  # closed meanwhile
-                    return False
-                self.poller, self.polled = poller, sock
-            if self.poller.poll(0):
-                return False
-        if not _parser_is_clean(conn):
+        elif self.poller.poll(0):
             return False
-        return not (_HAS_SHOULD_RECONNECT and conn.should_reconnect())
+        buf = self.rbuf
+        if buf is None:
+            if not _parser_is_clean(conn):  # hiredis, or a parser of another shape
+                return False
+        else:
+            pos = buf.tell()  # redis-py's SocketBuffer.unread_bytes(), without its two calls
+            if buf.seek(0, 2) != pos:
+                buf.seek(pos)
+                return False
+        reconnect = self.reconnect
+        if reconnect is None:
+            return not (_HAS_SHOULD_RECONNECT and conn._should_reconnect)
+        return not reconnect()
+
+    def _watch(self, sock: Any) -> bool:
+        """A new socket (connected, reconnected): its poll registration and parser buffer. False: closed."""
+        try:
+            if _poll is not None:
+                poller = _poll()
+                poller.register(sock.fileno(), _POLL_MASK)
+                self.poller = poller
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+        buffer = getattr(getattr(self.conn._parser, "_buffer", None), "_buffer", None)
+        self.rbuf = buffer if isinstance(buffer, io.BytesIO) else None
+        self.polled = sock
+        return True
 
     #: the name RedisPool's checkout used
     socket_is_clean = is_clean

@@ -10,7 +10,9 @@ from typing import Any, Optional
 # Absolute imports (Python 3): this is redis-py, not this module.
 import redis as _redis
 import redis.connection as _rconn
+from gevent import getcurrent
 from redis.backoff import NoBackoff
+from redis.client import CaseInsensitiveDict as _CaseInsensitiveDict
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
@@ -184,6 +186,8 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         self._slots: dict[int, _Slot] = {}  # id(slot) -> slot: every connection the core may still hold
         self._slots_pid = os.getpid()
         self._epoch = 0  # bumped by disconnect(): older connections are dropped instead of reused
+        # The checkout's hook (_Slot.is_clean), or None when no subclass overrides it: no call then.
+        self._slot_check = None if type(self)._slot_is_current is RedisPool._slot_is_current else self._slot_is_current
         self._timeout = config.timeout
         if config.is_permanent_error is _default_permanent:
             config = config.replace(is_permanent_error=_is_permanent)
@@ -191,6 +195,9 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         # A template for the clients of connection() blocks: redis.Redis() costs ~100 us (it builds
         # its response-callback table), a copy of this one ~2 us.
         self._template = _redis.Redis(connection_pool=self)
+        # What an ended block's client is left with: its callbacks, shared with the next blocks on its
+        # connection, are out of its reach (changing these raises, as its commands do).
+        self._ended_callbacks = _BlockCallbacks({}, self._pool.name)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisPool:
@@ -263,7 +270,12 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         :class:`RedisPoolClosedError` after :meth:`close`. The arguments are ignored (redis-py < 5.3
         passes the command name).
         """
-        return self._checkout(None)
+        try:  # _checkout, inlined: this runs for every command
+            return self._pool.acquire(None).conn
+        except PoolExhaustedError as exc:
+            raise _convert(exc) from exc.__cause__
+        except PoolClosedError as exc:
+            raise _convert(exc) from None
 
     def release(self, connection: Any) -> None:
         """Give a connection back: reused when clean, else closed and its slot freed at once.
@@ -277,8 +289,18 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         if slot is None or slot.owner is not self:
             log.warning("pool %r: release() of a connection it does not own: ignored", self._pool.name)
             return
-        self._pool._adopt(slot)
-        self._give_back(slot, False)
+        pool = self._pool
+        entry = pool._in_use.get(id(slot))  # _adopt, inlined: the common case (its holder) needs no call
+        if entry is not None and entry.holder is not getcurrent():
+            pool._adopt(slot)
+        if (connection._sock is None or connection._gpool_replies or connection._gpool_state
+                or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None):
+            self._give_back(slot, False)  # dropped, or re-authenticated first
+            return
+        try:  # the common case of _give_back, inlined: this runs for every command
+            pool.release(slot)
+        except (ConnectionNotFoundError, ConnectionHeldError):
+            self._give_back(slot, False)  # says what happened (logged), changes nothing
 
     def make_connection(self) -> Any:
         """A new, unconnected connection built from ``connection_kwargs`` (no cap: the pool counts)."""
@@ -378,14 +400,9 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         """Release a clean connection, drop any other (never raises for one already returned)."""
         conn = slot.conn
         try:
-            if (
-                poisoned
-                or conn._sock is None
-                or conn._gpool_replies
-                or conn._gpool_state
-                or slot.epoch != self._epoch
-                or not slot.is_clean()
-            ):
+            # No socket check here: the core runs is_clean() on every connection it hands out, the
+            # idle and the handed-over alike, so a reply nobody asked for is caught at the next checkout.
+            if poisoned or conn._sock is None or conn._gpool_replies or conn._gpool_state or slot.epoch != self._epoch:
                 self._pool.drop(slot)
                 return
             if getattr(conn, "_re_auth_token", None) is not None:
@@ -412,17 +429,73 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             log.warning("pool %r: release() of a connection another live greenlet holds: ignored "
                         "(its holder gives it back, or hands it on with pool.pool.transfer())", self._pool.name)
 
-    def _bound_client(self, bound: _BoundPool) -> _redis.Redis:
+    def _bound_client(self, bound: _BoundPool, slot: _Slot) -> tuple[_redis.Redis, _BlockCallbacks]:
         template = self._template
         client = object.__new__(type(template))
         client.__dict__.update(template.__dict__)
-        callbacks = template.response_callbacks
-        # A copy the block may change (set_response_callback), without re-upper-casing 200 keys.
-        own = type(callbacks).__new__(type(callbacks))
-        dict.update(own, callbacks)
-        client.response_callbacks = own
+        # A copy of the response callbacks the block may change (set_response_callback): made once per
+        # connection (~1 us for 170 keys) and reused by its next block unless one changed it.
+        callbacks = slot.callbacks
+        if callbacks is None or callbacks.changed:
+            callbacks = slot.callbacks = _BlockCallbacks(template.response_callbacks, self.name)
+        callbacks.live = True
+        client.response_callbacks = callbacks
         client.connection_pool = bound
-        return client
+        return client, callbacks
+
+
+class _BlockCallbacks(_CaseInsensitiveDict):
+    """The response callbacks of ``connection()`` blocks on one connection; changing them ends their reuse.
+
+    Changed through a client whose block has ended, they raise ``redis.ConnectionError``, as its
+    commands do (the next block on the connection reads them).
+    """
+
+    def __init__(self, template: dict[str, Any], name: str) -> None:  # no super().__init__: keys are upper case
+        dict.update(self, template)
+        self.live = False  # a block is using them
+        self.changed = False
+        self.name = name
+
+    def _change(self) -> None:
+        if not self.live:
+            raise _RedisConnectionError(
+                f"pool {self.name!r}: this client was bound to a connection by a `with pool.connection()` "
+                f"block that has ended")
+        self.changed = True
+
+    def __setitem__(self, k: Any, v: Any) -> None:
+        self._change()
+        dict.__setitem__(self, k.upper(), v)
+
+    def __delitem__(self, k: Any) -> None:
+        self._change()
+        dict.__delitem__(self, k.upper())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._change()
+        for k, v in dict(*args, **kwargs).items():
+            dict.__setitem__(self, k.upper(), v)
+
+    def pop(self, *args: Any) -> Any:
+        self._change()
+        return super().pop(*args)
+
+    def popitem(self) -> Any:
+        self._change()
+        return super().popitem()
+
+    def setdefault(self, *args: Any) -> Any:
+        self._change()
+        return super().setdefault(*args)
+
+    def clear(self) -> None:
+        self._change()
+        super().clear()
+
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]
+        self._change()
+        return super().__ior__(other)
 
 
 class _BoundPool(_redis.ConnectionPool):
@@ -481,23 +554,26 @@ class _BoundPool(_redis.ConnectionPool):
 class _Binding:
     """``with pool.connection() as r``."""
 
-    __slots__ = ("bound", "pool", "timeout")
+    __slots__ = ("bound", "callbacks", "client", "pool", "timeout")
 
     def __init__(self, pool: RedisPool, timeout: Optional[float]) -> None:
         self.pool = pool
         self.timeout = timeout
         self.bound: Optional[_BoundPool] = None
+        self.callbacks: Optional[_BlockCallbacks] = None
+        self.client: Optional[_redis.Redis] = None
 
     def __enter__(self) -> _redis.Redis:
         pool = self.pool
         conn = pool._checkout(self.timeout)
         try:
             bound = _BoundPool(pool, conn)
-            client = pool._bound_client(bound)
+            client, self.callbacks = pool._bound_client(bound, conn._gpool_slot)
         except BaseException:
             pool._give_back(conn._gpool_slot, True)
             raise
         self.bound = bound
+        self.client = client
         return client
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -506,6 +582,11 @@ class _Binding:
             return
         conn = bound.__dict__["_conn"]
         bound.__dict__["_conn"] = None
+        if self.callbacks is not None:
+            self.callbacks.live = False
+            if self.client is not None:
+                self.client.response_callbacks = self.pool._ended_callbacks
+            self.client = self.callbacks = None
         # As in gpool.Pool.connection(): an interruption or a connection error poisons it; an error
         # of the pool itself (a nested checkout timed out) says nothing about this connection.
         poisoned = exc is not None and (

@@ -267,6 +267,43 @@ def test_read_snapshots_and_row_locks_never_reach_the_next_user(
     assert pool.stats().created == 1 and pool.stats().dropped == 0
 
 
+@pytest.mark.timeout(30)
+def test_the_rollback_sent_at_return_is_read_by_the_pool_before_the_next_user(
+        make_pool: Callable[..., MySQLPool], side: Any, table: str) -> None:
+    """The ROLLBACK of a return goes out without waiting; its reply is read at the next checkout, by the
+    pool (settle()), never by the next user, and a connection that cannot complete it is not handed out."""
+    pool = make_pool(max_connections=1, autocommit=False)
+    with pool.connection() as conn, conn.cursor() as cur:
+        first = conn.thread_id()
+        cur.execute(f"INSERT INTO {table} (v) VALUES (1)")
+    assert conn._gpool_owed and not conn.is_clean()  # sent, its reply not read: not for the fast path
+    with pool.connection() as conn, conn.cursor() as cur:
+        assert conn.thread_id() == first and not conn._gpool_owed
+        assert scalar(cur, "SELECT 42") == 42  # its own reply, not the ROLLBACK's
+        assert scalar(cur, f"SELECT COUNT(*) FROM {table}") == 0  # rolled back
+    # Killed on the server between the return and the next checkout: dropped, another one handed out.
+    side.query(f"KILL {first}")
+    wait_until(lambda: first not in server_threads(side), what="the kill")
+    with pool.connection() as conn, conn.cursor() as cur:
+        assert conn.thread_id() != first and scalar(cur, "SELECT 7") == 7
+    stats = pool.stats()
+    assert (stats.created, stats.check_failures, stats.dropped) == (2, 1, 0)
+
+    # Contended: every return hands over a connection that owes a reply; each greenlet reads its own.
+    busy = make_pool(max_connections=2, autocommit=False)
+    wrong: list[tuple[int, Any]] = []
+
+    def worker(n: int) -> None:
+        for i in range(30):
+            with busy.connection() as c, c.cursor() as cur:
+                got = scalar(cur, "SELECT %s", (n * 1000 + i,))
+                if got != n * 1000 + i:
+                    wrong.append((n * 1000 + i, got))
+
+    gevent.joinall([gevent.spawn(worker, n) for n in range(20)], raise_error=True)
+    assert wrong == [] and busy.stats().dropped == 0 and busy.stats().created <= 2
+
+
 def test_reset_restores_autocommit_and_costs_no_round_trip_when_clean(
         make_pool: Callable[..., MySQLPool], table: str) -> None:
     pool = make_pool(max_connections=1, autocommit=True)

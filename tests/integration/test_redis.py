@@ -206,6 +206,30 @@ def test_connection_block_binds_one_connection(
     assert pool.client().client_id() in ids  # the block's connection went back and is reused
 
 
+@pytest.mark.timeout(20)
+def test_a_blocks_response_callbacks_stay_its_own(redis_server: Any, make_pool: Callable[..., RedisPool]) -> None:
+    # The blocks of one connection share a copy of the callbacks until one changes it: a change stays in
+    # its block, and a client whose block ended cannot change what the next block reads.
+    pool = make_pool(redis_server, max_connections=1)
+    k = key("callbacks")
+    pool.client().set(k, "7")
+    with pool.connection() as r:
+        r.set_response_callback("GET", lambda value, **_: b"changed")
+        assert r.get(k) == b"changed"
+    with pool.connection() as r2:
+        assert r2.get(k) == b"7"
+        copy = r2.response_callbacks
+        with pytest.raises(redis.ConnectionError, match="block that has ended"):
+            r.set_response_callback("GET", lambda value, **_: b"stale")
+        assert r2.get(k) == b"7"
+    with pool.connection() as r3:
+        assert r3.response_callbacks is copy  # unchanged: reused, not copied again
+        with pytest.raises(redis.ConnectionError, match="block that has ended"):
+            r2.response_callbacks["GET"] = None
+        assert r3.get(k) == b"7"
+    assert pool.stats().created == 1
+
+
 def test_exhaustion_raises_an_error_both_redis_and_gpool_code_catch(
     redis_server: Any, make_pool: Callable[..., RedisPool]
 ) -> None:

@@ -94,6 +94,72 @@ def test_a_connection_left_unclean_by_its_reset_is_not_kept(make_pool):
     assert conn.closed and pool.size == 0 and pool.stats().closed_check_failed == 1
 
 
+class SettlingConn(CleanConn):
+    """Its reset leaves a reply on the wire (a ROLLBACK sent without waiting) that settle() reads."""
+
+    def __init__(self, factory: FakeFactory) -> None:
+        super().__init__(factory)
+        self.owed = False
+        self.settled: list[object] = []
+        self.settle_result: object = True
+
+    def reset(self) -> None:
+        super().reset()
+        self.owed = True
+
+    def is_clean(self) -> bool:
+        self.clean_checks += 1
+        return self.clean and not self.owed
+
+    def settle(self, timeout: object) -> object:
+        self.settled.append(timeout)
+        if self.factory.check_delay:
+            if timeout == 0:
+                return None  # the reply has not arrived: the pool must call again, waiting
+            gevent.sleep(self.factory.check_delay)
+        result, self.owed = self.settle_result, False
+        return result
+
+
+class SettlingFactory(CleanFactory):
+    def __call__(self, **options: object) -> CleanConn:
+        self.calls += 1
+        conn = SettlingConn(self)
+        self.created.append(conn)
+        return conn
+
+
+def test_settle_completes_the_reset_before_the_next_handout(make_pool):
+    factory = SettlingFactory()
+    pool = make_pool(factory=factory, max_connections=2, timeout=5.0)
+    conn = pool.acquire()
+    pool.release(conn)  # no is_clean() after its reset: settle() comes first, at the checkout
+    assert conn.owed and not conn.closed and pool.stats().closed_check_failed == 0
+    assert pool.acquire(timeout=3.0) is conn  # is_clean() said False: the slow path settled it
+    assert conn.settled == [0.0] and not conn.owed  # the reply was there: settled without waiting
+    pool.release(conn)
+    factory.check_delay = 0.01  # the reply comes later: a second call waits, with the caller's deadline
+    assert pool.acquire(timeout=3.0) is conn
+    assert conn.settled == [0.0, 0.0, pytest.approx(3.0, abs=0.5)] and not conn.owed
+    factory.check_delay = 0.0
+    pool.release(conn)
+    conn.settle_result = False  # e.g. the ROLLBACK failed, or the server closed: never handed out
+    other = pool.acquire()
+    assert other is not conn and conn.closed and pool.stats().closed_check_failed == 1
+
+
+def test_settle_is_bounded_by_the_callers_deadline(make_pool):
+    factory = SettlingFactory()
+    factory.check_delay = 10.0  # the reply never comes
+    pool = make_pool(factory=factory, max_connections=1, timeout=5.0)
+    conn = pool.acquire()
+    pool.release(conn)
+    start = time.monotonic()
+    with pytest.raises(gpool.PoolExhaustedError):
+        pool.acquire(timeout=0.1)
+    assert time.monotonic() - start < 1 and conn.closed and pool.size == 0
+
+
 def test_health_check_gets_the_callers_remaining_deadline(make_pool, clock):
     factory = CleanFactory()
     pool = make_pool(factory=factory, check_interval=1.0, timeout=5.0)
