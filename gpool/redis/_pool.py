@@ -294,8 +294,9 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         if entry is not None and entry.holder is not getcurrent():
             pool._adopt(slot)
         if (connection._sock is None or connection._gpool_replies or connection._gpool_state
-                or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None):
-            self._give_back(slot, False)  # dropped, or re-authenticated first
+                or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None
+                or not slot.is_clean()):
+            self._give_back(slot, False)  # dropped (never kept with bytes nobody asked for), or re-authenticated
             return
         try:  # the common case of _give_back, inlined: this runs for every command
             pool.release(slot)
@@ -400,9 +401,10 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         """Release a clean connection, drop any other (never raises for one already returned)."""
         conn = slot.conn
         try:
-            # No socket check here: the core runs is_clean() on every connection it hands out, the
-            # idle and the handed-over alike, so a reply nobody asked for is caught at the next checkout.
-            if poisoned or conn._sock is None or conn._gpool_replies or conn._gpool_state or slot.epoch != self._epoch:
+            # A connection is not kept with bytes nobody asked for (socket or parser buffer): checked
+            # here too, not only at the next handout (~0.6 us: no round trip).
+            if (poisoned or conn._sock is None or conn._gpool_replies or conn._gpool_state
+                    or slot.epoch != self._epoch or not slot.is_clean()):
                 self._pool.drop(slot)
                 return
             if getattr(conn, "_re_auth_token", None) is not None:
