@@ -112,6 +112,8 @@ class Attempt:
             return ""
         if not self.connect_failed:
             return f"last error: {describe_error(self.cause)}"
+        if not self.attempts:
+            return f"the pool's last connect error: {describe_error(self.cause)}"
         tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
         return f"last connect error: {describe_error(self.cause)} ({tries})"
 
@@ -119,15 +121,18 @@ class Attempt:
 class Outage:
     """Connect failures are logged at WARNING once per outage (not per attempt), recovery at INFO."""
 
-    __slots__ = ("failures", "name", "since")
+    __slots__ = ("failures", "last", "name", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.since: Optional[float] = None
         self.failures = 0
+        #: the latest connect error of the outage under way (None when there is none)
+        self.last: Optional[BaseException] = None
 
     def failed(self, exc: BaseException, permanent: bool) -> None:
         self.failures += 1
+        self.last = exc
         if self.since is None:
             self.since = monotonic()
             log.warning("pool %r: cannot connect: %s (%s)", self.name, describe_error(exc),
@@ -141,6 +146,7 @@ class Outage:
                      monotonic() - self.since, self.failures)
             self.since = None
             self.failures = 0
+            self.last = None
 
 
 def connect(pool: Pool[Any], attempt: Attempt, me: Optional[greenlet]) -> Optional[_Entry]:

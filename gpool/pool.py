@@ -544,6 +544,10 @@ class Pool(PoolState, Generic[T]):
                    why: str = "") -> PoolExhaustedError:
         """The error for an acquisition that failed; the class says whose fault it is."""
         self._timeouts += 1
+        if kind is None and attempt.cause is None and self._outage.last is not None and not self._in_use:
+            # Waited out its timeout while the pool's own connects kept failing (nothing in use, so no
+            # return was coming): the connect error is why, not a busy pool.
+            attempt.cause, attempt.connect_failed = self._outage.last, True
         cause = attempt.cause
         if kind is None:
             kind = ConnectFailedError if attempt.connect_failed else PoolTimeoutError

@@ -399,3 +399,17 @@ def test_public_errors_are_exported():
     for name in ("PoolTimeoutError", "PoolQueueFullError", "PoolDeadlockError", "ConnectFailedError",
                  "ConnectionHeldError", "PoolThreadError", "PoolOptions"):
         assert name in gpool.__all__
+
+
+def test_a_waiter_timing_out_while_the_pools_connects_fail_gets_the_connect_error(make_pool):
+    factory = FakeFactory(fail=1000)
+    factory.delay = 0.05  # each connect attempt takes a while, so later callers queue behind them
+    pool = make_pool(factory=factory, max_connections=1, timeout=0.4, retry_delay=0.01)
+    first = gevent.spawn(pool.acquire)
+    gevent.sleep(0.01)
+    with pytest.raises(ConnectFailedError) as info:  # queued the whole time: it never connected itself
+        pool.acquire(timeout=0.1)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert "the pool's last connect error: ConnectionRefusedError" in str(info.value)
+    with pytest.raises(ConnectFailedError):
+        first.get(timeout=2)
