@@ -170,20 +170,19 @@ def test_protocol_none_means_resp2(redis_server: Any) -> None:
         pool.close()
 
 
-def test_connection_with_unread_bytes_in_the_parser_is_not_kept_on_return(redis_server: Any) -> None:
+def test_connection_with_unread_bytes_in_the_parser_is_not_kept_on_return(
+        redis_server: Any, closing: list[Any]) -> None:
     pool = RedisPool(**redis_server.connect_kwargs())
-    try:
-        conn = pool.get_connection()
-        conn.send_command("PING")
-        assert conn.read_response() in (b"PONG", "PONG")
-        buffer = conn._parser._buffer._buffer  # redis-py's SocketBuffer: a reply nobody asked for, read ahead
-        position = buffer.tell()
-        buffer.seek(0, 2)
-        buffer.write(b"+STALE\r\n")
-        buffer.seek(position)
-        pool.release(conn)
-        stats = pool.stats()
-        assert (stats.idle, stats.in_use, stats.closed) == (0, 0, 1)  # closed at once, not kept idle
-        assert pool.client().echo("mine") == b"mine"
-    finally:
-        pool.close()
+    closing.append(pool)
+    conn = pool.get_connection()
+    conn.send_command("PING")
+    assert conn.read_response() in (b"PONG", "PONG")
+    buffer = conn._parser._buffer._buffer  # redis-py's SocketBuffer: a reply nobody asked for, read ahead
+    position = buffer.tell()
+    buffer.seek(0, 2)
+    buffer.write(b"+STALE\r\n")
+    buffer.seek(position)
+    pool.release(conn)
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.closed) == (0, 0, 1)  # closed at once, not kept idle
+    assert pool.client().echo("mine") == b"mine"
