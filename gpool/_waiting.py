@@ -1,8 +1,8 @@
-"""Waiting for a connection: the waiter record, parking and waking, the pool's one deadline timer.
+"""Waiting for a connection: the waiter record, waking it, the pool's one deadline timer.
 
 Private to gpool: not the place to import from. The queue of waiters itself belongs to the state
-machine (:mod:`gpool._state`), which alone decides who is granted what; this module only parks a
-greenlet until a decision about it was made, and wakes it.
+machine (:mod:`gpool._state`), which alone decides who is granted what; this module holds the waiter
+record (the pool parks it in ``Pool._wait``), wakes it, and keeps the one deadline timer.
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ def _resume(waiter: _Waiter) -> None:
 def wake(waiter: _Waiter) -> None:
     """Schedule ``waiter`` to resume on its own hub's loop (never switches now: safe in a decision)."""
     waiter.loop.run_callback(_resume, waiter)
-
-
-def park(waiter: _Waiter, hub: Any) -> None:
-    """Switch to the hub until something wakes this waiter (a grant, its deadline, a kill)."""
-    waiter.blocked = True
-    try:
-        hub.switch()
-    finally:
-        waiter.blocked = False
 
 
 class DeadlineTimer:

@@ -129,11 +129,6 @@ class PoolOptions:
             raise TypeError(f"is_permanent_error must be callable, got {self.is_permanent_error!r}")
 
     @classmethod
-    def names(cls) -> frozenset[str]:
-        """Every option's name."""
-        return _NAMES
-
-    @classmethod
     def split(cls, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(pool options, everything else)`` from an adapter's keyword arguments."""
         mine = {k: v for k, v in kwargs.items() if k in _NAMES}

@@ -452,7 +452,7 @@ class Pool(PoolState, Generic[T]):
         try:
             self._enqueue(waiter)
             while waiter.state == _waiting.WAITING:
-                waiter.blocked = True  # _waiting.park, inlined: a late wake-up must not resume us elsewhere
+                waiter.blocked = True  # while parked only: a late wake-up must not resume us elsewhere
                 try:
                     hub.switch()
                 finally:

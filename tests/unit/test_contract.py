@@ -24,6 +24,7 @@ from gpool import (
     TcpConnection,
 )
 from tests.fakes import FakeConn, FakeFactory
+from tests.support import wait_until
 
 
 class CleanConn(FakeConn):
@@ -406,7 +407,7 @@ def test_a_waiter_timing_out_while_the_pools_connects_fail_gets_the_connect_erro
     factory.delay = 0.05  # each connect attempt takes a while, so later callers queue behind them
     pool = make_pool(factory=factory, max_connections=1, timeout=0.4, retry_delay=0.01)
     first = gevent.spawn(pool.acquire)
-    gevent.sleep(0.01)
+    wait_until(lambda: pool.stats().connecting == 1, what="the first caller connecting")
     with pytest.raises(ConnectFailedError) as info:  # queued the whole time: it never connected itself
         pool.acquire(timeout=0.1)
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
