@@ -45,6 +45,14 @@ class _Reader:
             return buf[pos:end]
         return self._read_more(n)
 
+    def fill(self) -> None:
+        """Into the emptied buffer, one ``recv()`` (nothing when the peer closed)."""
+        self.buf = b""
+        self.pos = 0
+        if self.deadline is not None:
+            self.sock.settimeout(max(self.deadline - monotonic(), 0.001))
+        self.buf = self.sock.recv(_CHUNK)
+
     def _read_more(self, n: int) -> bytes:
         parts = [self.buf[self.pos:]]
         got = len(parts[0])

@@ -528,6 +528,37 @@ def test_sql_errors_keep_the_connection(make_pool: Callable[..., MySQLPool], sid
     assert pool.stats().dropped == 0 and pool.stats().created == 1
 
 
+def test_replies_of_every_size_are_read_whole_and_in_order(
+        make_pool: Callable[..., MySQLPool], side: Any, table: str) -> None:
+    # The reader takes packets from its read-ahead buffer (issue 18): replies that end mid-packet,
+    # rows larger than one recv(), packets of 16 MB and over (continued in the next packet), errors
+    # after a result and multi-statement results must read exactly as through PyMySQL's own reader.
+    with side.cursor() as cur:
+        cur.execute("SET GLOBAL max_allowed_packet = 67108864")
+    pool = make_pool(max_connections=1, autocommit=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+                     max_allowed_packet=67108864)
+    sizes = [0, 1, 250, 251, 65535, 65536, 100_000, 16 * 1024 * 1024 - 5, 16 * 1024 * 1024 + 3]
+    with pool.connection() as conn, conn.cursor() as cur:
+        for size in sizes:
+            cur.execute(f"INSERT INTO {table} (v, b) VALUES (%s, REPEAT('a', %s))", (size, size))
+        cur.execute(f"SELECT v, LENGTH(b), b FROM {table} ORDER BY v")
+        rows = cur.fetchall()
+        assert [(r[0], r[1], len(r[2]), r[2][:1], r[2][-1:]) for r in rows] == [
+            (n, n, n, b"a"[:n], b"a"[:n]) for n in sizes]
+        cur.execute("SELECT seq FROM seq_1_to_5000")
+        assert [r[0] for r in cur.fetchall()] == list(range(1, 5001))
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT 1; SELEC 2")
+            while cur.nextset():
+                pass
+        cur.execute("SELECT 7; SELECT 8")
+        assert cur.fetchall() == ((7,),) and cur.nextset() and cur.fetchall() == ((8,),) and not cur.nextset()
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM no_such_table_here")
+        assert scalar(cur, "SELECT 9") == 9
+    assert pool.stats().dropped == 0 and pool.stats().created == 1
+
+
 def test_unread_unbuffered_result_drops_the_connection(make_pool: Callable[..., MySQLPool]) -> None:
     pool = make_pool(max_connections=1)
     with pool.connection() as conn:
