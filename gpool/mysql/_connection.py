@@ -122,6 +122,9 @@ class MySQLConnection(pymysql.connections.Connection):
     _read_timeout: Optional[float]
     _write_timeout: Optional[float]
     _closed: bool
+    _next_seq_id: int
+    _current_timeout: Optional[float]
+    _sock: Any
     _gpool_deadline: Optional[float] = None
     _gpool_reader: Optional[_Reader] = None
     #: reset() sent a ROLLBACK whose reply settle() reads at the next checkout
