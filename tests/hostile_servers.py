@@ -149,7 +149,10 @@ class FakeMySQL(_FakeServer):
     reply to the first SELECT of a session); ``stale_after_ping`` (one after the OK of COM_PING);
     ``stale_after_auth`` (one after the login's OK); ``silent`` (no greeting); ``stall_after_greeting``
     (the login is never answered); ``truncated_greeting`` (half of it, then close); ``garbage_greeting``
-    (an HTTP error, then nothing); ``drop_after_login`` (close right after answering the session set-up).
+    (an HTTP error, then nothing); ``drop_after_login`` (close right after answering the session set-up);
+    ``in_trans_after_rollback`` (a ROLLBACK's OK says a transaction is still open);
+    ``stale_after_rollback`` (a result set ``STALE`` after a ROLLBACK's OK, in the same segment). The
+    status flags follow ``SET AUTOCOMMIT``.
     """
 
     def __init__(self, mode: str = "normal") -> None:
@@ -191,6 +194,7 @@ class FakeMySQL(_FakeServer):
 
     def _serve(self, wire: _Wire) -> None:
         first_select = True
+        status = _STATUS_AUTOCOMMIT
         while True:
             packet = wire.read()
             if packet is None or packet[:1] == b"\x01":  # closed, COM_QUIT
@@ -204,14 +208,22 @@ class FakeMySQL(_FakeServer):
             elif command == 0x03:  # COM_QUERY
                 self.queries.append(body)
                 match = re.match(rb"\s*SELECT\s+'([^']*)'", body, re.IGNORECASE)
-                if match:
-                    _result(wire, match.group(1))
+                autocommit = re.match(rb"\s*SET\s+AUTOCOMMIT\s*=\s*([01])", body, re.IGNORECASE)
+                if autocommit:
+                    status = _STATUS_AUTOCOMMIT if autocommit.group(1) == b"1" else 0
+                if body.strip().upper() == b"ROLLBACK" and self.mode.endswith("_after_rollback"):
+                    _ok(wire, status | 1 if self.mode == "in_trans_after_rollback" else status)
+                    if self.mode == "stale_after_rollback":
+                        wire.seq = 1
+                        _result(wire, b"STALE", status)
+                elif match:
+                    _result(wire, match.group(1), status)
                     if first_select and self.mode == "stale_with_reply":
                         wire.seq = 1
                         _result(wire, b"STALE")
                     first_select = False
                 else:
-                    _ok(wire)
+                    _ok(wire, status)
                     if self.mode == "drop_after_login" and body.upper().startswith(b"SET NAMES"):
                         wire.flush()
                         return

@@ -449,8 +449,10 @@ class MySQLConnection(pymysql.connections.Connection):
         session tickets at any time); the TLS layer's own buffer is checked.
         """
         sock = self._sock
-        if sock is None or self._gpool_owed:
-            return False  # closed, or the reply of the ROLLBACK sent at return is still to read (settle())
+        if sock is None:
+            return False
+        if self._gpool_owed and not self._gpool_settled_now(sock):
+            return False  # the reply of the ROLLBACK sent at return is still to read: settle() waits for it
         if self._gpool_host is not None and not self._gpool_host.usable():
             return False  # its host was denied, demoted or found split since: no I/O needed to know
         reader = self._gpool_reader
@@ -579,6 +581,36 @@ class MySQLConnection(pymysql.connections.Connection):
         self._read_ok_packet()
         self._gpool_owed = False
         return not self.server_status & _IN_TRANS
+
+    def _gpool_settled_now(self, sock: Any) -> bool:
+        # The owed ROLLBACK's reply, read here when all of it has arrived (never waits, never raises):
+        # a plain OK with no transaction open settles the connection at the cost of a check, not of
+        # the pool's slow path. Anything else (not there yet, an error, a transaction still open)
+        # is left to settle(), which waits for it or fails it, and the pool drops the connection.
+        reader = self._gpool_reader
+        if reader is None:
+            return False
+        try:
+            if not self._gpool_reply_buffered(sock, reader):
+                return False
+        except OSError:
+            return False
+        buf, pos = reader.buf, reader.pos
+        if len(buf) - pos < 9:
+            return False  # the peer closed, or not an OK of the expected shape
+        end = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+        # header, 0x00, affected rows and insert id (one byte each below 251), status (2 bytes)
+        if buf[pos + 3] != self._next_seq_id or end - pos < 9 or buf[pos + 4] or buf[pos + 5] >= 251 \
+                or buf[pos + 6] >= 251:
+            return False
+        status = buf[pos + 7] | buf[pos + 8] << 8
+        if status & _IN_TRANS:
+            return False
+        reader.pos = end
+        self._next_seq_id = (self._next_seq_id + 1) % 256
+        self.server_status = status
+        self._gpool_owed = False
+        return True
 
     def _gpool_reply_buffered(self, sock: Any, reader: _Reader) -> bool:
         """Whether a whole packet is in the read-ahead, after taking what the socket holds (never waits)."""

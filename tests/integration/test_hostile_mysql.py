@@ -12,6 +12,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import select  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from time import monotonic  # noqa: E402
@@ -26,6 +27,7 @@ from gpool import PoolExhaustedError  # noqa: E402
 from gpool._chain import exception_chain  # noqa: E402
 from gpool.mysql import MySQLConnection, MySQLPool  # noqa: E402
 from tests.hostile_servers import FakeMySQL, frozen  # noqa: E402
+from tests.support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -244,3 +246,23 @@ def test_password_never_shown_by_failing_connects(where: str, mysql_server: Any,
     finally:
         if fake is not None:
             fake.__exit__()
+
+
+@pytest.mark.parametrize("mode", ["in_trans_after_rollback", "stale_after_rollback"])
+def test_a_rollback_reply_that_is_not_a_plain_ok_drops_the_connection(mode: str) -> None:
+    """The ROLLBACK sent at return (autocommit off) is read before the next checkout, whether its reply
+    arrived before the next user asks (read by the checkout check) or after (settle() waits): an OK
+    that leaves a transaction open, or a reply with more behind it, drops the connection."""
+    with fake_pool(mode, autocommit=False) as (server, pool):
+        for arrived_first in (True, False):
+            with pool.connection() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 'mine'")
+                assert cur.fetchall() == (("mine",),)
+            sessions = server.sessions
+            assert conn._gpool_owed  # sent at return, its reply not yet read
+            if arrived_first:
+                wait_until(lambda: select.select([conn._sock], [], [], 0)[0], what="the ROLLBACK's reply")
+            with pool.connection() as fresh, fresh.cursor() as cur:
+                assert fresh is not conn and server.sessions == sessions + 1  # dropped, a new session
+                cur.execute("SELECT 'own'")
+                assert cur.fetchall() == (("own",),)
