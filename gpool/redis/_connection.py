@@ -341,14 +341,16 @@ class _Slot:
         self.callbacks: Any = None
         conn._gpool_slot = self
 
-    def is_clean(self) -> bool:
+    def is_clean(self, poll: bool = True) -> bool:
         """Nothing unread, the server has not closed, redis-py wants no reconnect: no round trip.
 
         False when the connection is closed, when its socket is readable (unread bytes or the
         server's goodbye), when redis-py's parser holds bytes already read from the socket (a reply
         nobody asked for that came in the same segment as a real one), or when redis-py marked it
         for reconnection (``should_reconnect()``, maintenance notifications), and for a connection
-        of an older epoch (``disconnect()`` was called since it was opened).
+        of an older epoch (``disconnect()`` was called since it was opened). ``poll=False`` (the
+        pool's return-time check) skips the socket's poll: bytes still in the kernel are found by
+        the poll at the next checkout, before anyone can read them.
         """
         # Run at every checkout: what does not change while the socket stays the same is looked up
         # once per socket (its poll registration, the parser's buffer), the rest inline (~0.6 us).
@@ -361,7 +363,9 @@ class _Slot:
             return False  # no longer wanted (Sentinel: not the master now)
         if sock is not self.polled and not self._watch(sock):
             return False
-        if _poll is None:  # pragma: no cover
+        if not poll:
+            pass
+        elif _poll is None:  # pragma: no cover
             if not socket_is_clean(sock):
                 return False
         elif self.poller.poll(0):

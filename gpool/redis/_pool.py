@@ -295,7 +295,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
             pool._adopt(slot)
         if (connection._sock is None or connection._gpool_replies or connection._gpool_state
                 or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None
-                or not slot.is_clean()):
+                or not slot.is_clean(False)):
             self._give_back(slot, False)  # dropped (never kept with bytes nobody asked for), or re-authenticated
             return
         try:  # the common case of _give_back, inlined: this runs for every command
