@@ -32,7 +32,7 @@ from greenlet import greenlet
 from . import _waiting
 from ._entry import _Entry
 from ._waiting import DeadlineTimer, _Waiter, wake
-from .stats import CLOSE_REASONS, Histogram
+from .stats import CLOSE_REASONS, FOLD_AT, Histogram
 
 # The OS thread's id even under monkey-patching (where threading.get_ident names the greenlet).
 _thread_id: Callable[[], int] = get_original("_thread", "get_ident")
@@ -187,7 +187,10 @@ class PoolState:
             avg = self._hold_avg
             self._hold_avg = held if avg == math.inf else avg + (held - avg) * EWMA_WEIGHT
         if self._timing:
-            self._use_hist.record(held)
+            holds = self._use_hist.pending  # counted in bulk by the histogram's fold()
+            holds.append(held)
+            if len(holds) >= FOLD_AT:
+                self._use_hist.fold()
         if now >= entry.retire_at:
             self._retire(entry, now)
             return

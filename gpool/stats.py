@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from itertools import accumulate
 from math import frexp
 from typing import Any, Optional
 
-__all__ = ["BUCKETS", "CLOSE_REASONS", "PERCENTILE_ERROR", "Histogram", "PoolStats"]
+__all__ = ["BUCKETS", "CLOSE_REASONS", "FOLD_AT", "PERCENTILE_ERROR", "Histogram", "PoolStats"]
 
 #: Upper bounds (seconds) of the fixed histogram buckets for wait and usage times; the last is +inf.
 #: Prometheus-style, so the exporter can publish them as they are.
@@ -56,6 +56,20 @@ def _fine_lower(slot: int) -> float:
 
 # BUCKETS index of the lowest value of each fine slot (slot 0: every value below 60 ns is in bucket 0).
 _SLOT_BUCKET = [0] + [bisect_left(BUCKETS, _fine_lower(slot)) for slot in range(1, _FINE_SLOTS)]
+# The lowest value of each fine slot, for the bulk count of Histogram.fold().
+_FINE_LOWER = [0.0] + [_fine_lower(slot) for slot in range(1, _FINE_SLOTS)]
+
+#: How many samples :attr:`Histogram.pending` may hold before the pool folds them in (memory bound).
+FOLD_AT = 1024
+
+
+def _slot(seconds: float) -> int:
+    """The fine slot of ``seconds`` (>= 0)."""
+    if seconds < _LOWEST:
+        return 0
+    m, e = frexp(seconds)
+    slot = e * _SUB + int(m * (2 * _SUB)) + _FINE_OFFSET
+    return slot if slot < _FINE_TOP else _FINE_TOP
 
 
 class Histogram:
@@ -66,35 +80,95 @@ class Histogram:
     slots (32 per power of two from 60 ns to 9 h), so :meth:`percentile` is within
     :data:`PERCENTILE_ERROR` (1.6 %) of the exact order statistic; below 60 ns it reports 0, above 9 h
     the max seen. :meth:`record` allocates nothing.
+
+    The pool's hot paths append samples to :attr:`pending` instead (a list append, ~0.1 us against
+    ~1.2 us for :meth:`record` with its call), and :meth:`fold` counts them in bulk: every reader of
+    the counts calls it first, and the pool does at :data:`FOLD_AT` samples.
     """
 
-    __slots__ = ("counts", "fine", "max", "total")
+    __slots__ = ("_counts", "_fine", "_max", "_total", "pending")
 
     def __init__(self) -> None:
-        self.counts = [0] * len(BUCKETS)
-        self.fine = [0] * _FINE_SLOTS
-        self.total = 0.0
-        self.max = 0.0
+        self._counts = [0] * len(BUCKETS)
+        self._fine = [0] * _FINE_SLOTS
+        self._total = 0.0
+        self._max = 0.0
+        #: samples (seconds) not counted yet; :meth:`fold` counts them
+        self.pending: list[float] = []
+
+    @property
+    def counts(self) -> list[int]:
+        """Per-bucket counts, bounds in :data:`BUCKETS` (``counts[i]``: samples ``<= BUCKETS[i]``)."""
+        self.fold()
+        return self._counts
+
+    @property
+    def fine(self) -> list[int]:
+        """The fine log-linear slot counts behind :meth:`percentile`."""
+        self.fold()
+        return self._fine
+
+    @property
+    def total(self) -> float:
+        """The sum of all samples (seconds)."""
+        self.fold()
+        return self._total
+
+    @total.setter
+    def total(self, value: float) -> None:
+        self.fold()
+        self._total = value
+
+    @property
+    def max(self) -> float:
+        """The largest sample (seconds; 0 before any)."""
+        self.fold()
+        return self._max
+
+    @max.setter
+    def max(self, value: float) -> None:
+        self.fold()
+        self._max = value
+
+    def fold(self) -> None:
+        """Count the samples in :attr:`pending`, as :meth:`record` would: sorted once, then a bisection
+        per bucket bound and per fine slot between the lowest and the highest sample."""
+        if not self.pending:
+            return
+        values = sorted(self.pending)
+        self.pending.clear()
+        n = len(values)
+        self._total += sum(values)
+        if values[-1] > self._max:
+            self._max = values[-1]
+        counts, done = self._counts, 0
+        for bucket, bound in enumerate(BUCKETS):  # exact: as many as bisect_left(BUCKETS, v) puts there
+            upto = bisect_right(values, bound, done)
+            counts[bucket] += upto - done
+            done = upto
+            if done == n:
+                break
+        fine, done = self._fine, 0
+        first, last = _slot(values[0]), _slot(values[-1])
+        for slot in range(first, last):
+            upto = bisect_left(values, _FINE_LOWER[slot + 1], done)
+            fine[slot] += upto - done
+            done = upto
+        fine[last] += n - done
 
     def record(self, seconds: float) -> None:
-        """Count one sample (seconds >= 0). About 0.3 us: one frexp and two table look-ups, no allocation."""
-        self.total += seconds
-        if seconds > self.max:
-            self.max = seconds
-        if seconds >= _LOWEST:
-            m, e = frexp(seconds)
-            slot = e * _SUB + int(m * (2 * _SUB)) + _FINE_OFFSET
-            if slot > _FINE_TOP:
-                slot = _FINE_TOP
-        else:
-            slot = 0
-        self.fine[slot] += 1
+        """Count one sample (seconds >= 0) now: one frexp and two table look-ups, no allocation."""
+        self._total += seconds
+        if seconds > self._max:
+            self._max = seconds
+        slot = _slot(seconds)
+        self._fine[slot] += 1
         # A slot is narrower than the gap between two BUCKETS bounds, so at most one bound lies inside
         # it: the slot's bucket, or the next one. Same answer as bisect_left(BUCKETS, seconds).
         bucket = _SLOT_BUCKET[slot]
         if seconds > BUCKETS[bucket]:
             bucket += 1
-        self.counts[bucket] += 1
+        self._counts[bucket] += 1
 
     def percentile(self, q: float, zeros: int = 0) -> float:
         """The value below which ``q`` (0..1) of the samples fall, within 1.6 % (capped at the max seen).

@@ -13,7 +13,7 @@ import pytest
 
 from gpool import Pool, PoolExhaustedError
 from gpool._invariants import check_invariants
-from gpool.stats import BUCKETS, CLOSE_REASONS, PERCENTILE_ERROR, Histogram
+from gpool.stats import BUCKETS, CLOSE_REASONS, FOLD_AT, PERCENTILE_ERROR, Histogram
 from tests.fakes import FakeFactory
 
 
@@ -70,6 +70,44 @@ def test_histogram_percentiles_and_bounds():
     assert h.percentile(0.5, zeros=1000) == 0.0
     assert sum(h.counts) == 100 and h.max == 2.0 and abs(h.total - (98 * 0.0002 + 2.3)) < 1e-9
     assert BUCKETS[-1] == float("inf") and list(BUCKETS) == sorted(BUCKETS)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_histogram_samples_folded_in_bulk_count_as_recorded_ones(seed):
+    # The pool appends its waits to ``pending`` and fold() counts them in bulk (issue 18): the same
+    # bucket counts, fine counts, total and max as record(), including values on a bucket bound.
+    rng = random.Random(seed)
+    data = [math.exp(rng.uniform(math.log(1e-9), math.log(1e5))) for _ in range(3000)]
+    data += list(BUCKETS[:-1]) + [0.0, 2.0**-24, 2.0**15, 1e9]
+    one, bulk = Histogram(), Histogram()
+    for value in data:
+        one.record(value)
+    rng.shuffle(data)
+    bulk.pending.extend(data[:1000])
+    bulk.fold()
+    bulk.pending.extend(data[1000:])  # the rest folded by the first reader
+    assert bulk.counts == one.counts and bulk.fine == one.fine and not bulk.pending
+    assert bulk.max == one.max and bulk.total == pytest.approx(one.total, rel=1e-12)
+
+
+def test_pool_waits_are_counted_by_the_first_reader_or_at_fold_at(make_pool):
+    pool = make_pool(max_connections=1)
+
+    def one_wait():
+        held = pool.acquire()
+        waiter = gevent.spawn(lambda: pool.release(pool.acquire(timeout=5)))
+        gevent.sleep(0)  # queued behind us
+        pool.release(held)
+        waiter.get(timeout=5)
+
+    one_wait()
+    assert pool._wait_hist.pending == [pytest.approx(0.0, abs=1.0)]  # appended, not counted yet
+    stats = pool.stats()
+    assert stats.waits == 1 and sum(stats.wait_buckets) == 1 and stats.wait_time_max > 0
+    assert pool._wait_hist.pending == []
+    pool._wait_hist.pending.extend([0.001] * (FOLD_AT - 1))
+    one_wait()  # the FOLD_AT-th sample: counted at once, memory stays bounded
+    assert pool._wait_hist.pending == [] and sum(pool._wait_hist.counts) == FOLD_AT + 1
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 5000])
