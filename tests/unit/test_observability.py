@@ -78,7 +78,7 @@ def test_histogram_samples_folded_in_bulk_count_as_recorded_ones(seed):
     # bucket counts, fine counts, total and max as record(), including values on a bucket bound.
     rng = random.Random(seed)
     data = [math.exp(rng.uniform(math.log(1e-9), math.log(1e5))) for _ in range(3000)]
-    data += list(BUCKETS[:-1]) + [0.0, 2.0**-24, 2.0**15, 1e9]
+    data += [*BUCKETS[:-1], 0.0, 2.0**-24, 2.0**15, 1e9]
     one, bulk = Histogram(), Histogram()
     for value in data:
         one.record(value)
