@@ -216,13 +216,17 @@ class PooledConnection:
                 self._gpool_state = 0
                 self._gpool_block = None
 
-    # The next class's send_command and read_response: _pooled_class() sets them per class to the
-    # base's functions (a super() per command costs ~0.1 us); these defaults serve other subclasses.
+    # The next class's send_command, read_response and send_packed_command: _pooled_class() sets them
+    # per class to the base's functions (a super() per command costs ~0.1 us); these defaults serve
+    # other subclasses.
     def _gpool_send(self, *args: Any, **kwargs: Any) -> Any:
         return super().send_command(*args, **kwargs)  # type: ignore[misc]
 
     def _gpool_read(self, *args: Any, **kwargs: Any) -> Any:
         return super().read_response(*args, **kwargs)  # type: ignore[misc]
+
+    def _gpool_send_packed(self, *args: Any, **kwargs: Any) -> Any:
+        return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         self._gpool_send(*args, **kwargs)
@@ -244,10 +248,10 @@ class PooledConnection:
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         batch = self._gpool_batch
         if batch is None or batch[0] is not command:
-            super().send_packed_command(command, check_health)  # type: ignore[misc]
+            self._gpool_send_packed(command, check_health)
             return
         self._gpool_batch = None
-        super().send_packed_command(command, check_health)  # type: ignore[misc]
+        self._gpool_send_packed(command, check_health)
         if not self._gpool_handshake:
             for args in batch[1]:
                 self._gpool_track(args)
@@ -296,7 +300,8 @@ def _pooled_class(cls: Any) -> type:
     pooled = _pooled_classes.get(cls)
     if pooled is None:
         pooled = type(f"Pooled{cls.__name__}", (PooledConnection, cls), {
-            "__module__": "gpool.redis", "_gpool_send": cls.send_command, "_gpool_read": cls.read_response})
+            "__module__": "gpool.redis", "_gpool_send": cls.send_command, "_gpool_read": cls.read_response,
+            "_gpool_send_packed": cls.send_packed_command})
         _pooled_classes[cls] = pooled
     return pooled
 
