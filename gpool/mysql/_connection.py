@@ -492,9 +492,15 @@ class MySQLConnection(_ReadAhead, pymysql.connections.Connection):
         reader = self._gpool_reader
         if sock is None or reader is None:
             return False
-        if timeout == 0 and not self._gpool_reply_buffered(sock, reader):
-            return None  # not all there yet: the pool calls again, waiting
-        self._read_ok_packet()
+        if self._gpool_settled_now(sock):
+            return True
+        if timeout == 0:
+            return None  # not all there yet (or not a plain OK): the pool calls again, waiting
+        if reader.pos == len(reader.buf):  # nothing of it yet: wait for it, then the short way again
+            self._gpool_fill(reader)
+            if self._gpool_settled_now(sock):
+                return True
+        self._read_ok_packet()  # the long way: a partial reply, an error, a transaction still open
         self._gpool_owed = False
         return not self.server_status & _IN_TRANS
 
