@@ -7,7 +7,7 @@ import math
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
 from math import frexp
-from typing import Any, Optional
+from typing import Any, Generic, Optional, TypeVar
 
 __all__ = ["BUCKETS", "CLOSE_REASONS", "FOLD_AT", "PERCENTILE_ERROR", "Histogram", "PoolStats"]
 
@@ -72,6 +72,26 @@ def _slot(seconds: float) -> int:
     return slot if slot < _FINE_TOP else _FINE_TOP
 
 
+V = TypeVar("V")
+
+
+class _Folded(Generic[V]):
+    """A :class:`Histogram` figure, read (or set) once the samples still pending are counted."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, histogram: Optional[Histogram], owner: Optional[type] = None) -> V:
+        if histogram is None:
+            return self  # type: ignore[return-value]  # looked up on the class (help(), docs)
+        histogram.fold()
+        return getattr(histogram, self.slot)  # type: ignore[no-any-return]
+
+    def __set__(self, histogram: Histogram, value: V) -> None:
+        histogram.fold()
+        setattr(histogram, self.slot, value)
+
+
 class Histogram:
     """Wait or hold times: Prometheus bucket counts, fine log-linear counts, total and max.
 
@@ -96,39 +116,14 @@ class Histogram:
         #: samples (seconds) not counted yet; :meth:`fold` counts them
         self.pending: list[float] = []
 
-    @property
-    def counts(self) -> list[int]:
-        """Per-bucket counts, bounds in :data:`BUCKETS` (``counts[i]``: samples ``<= BUCKETS[i]``)."""
-        self.fold()
-        return self._counts
-
-    @property
-    def fine(self) -> list[int]:
-        """The fine log-linear slot counts behind :meth:`percentile`."""
-        self.fold()
-        return self._fine
-
-    @property
-    def total(self) -> float:
-        """The sum of all samples (seconds)."""
-        self.fold()
-        return self._total
-
-    @total.setter
-    def total(self, value: float) -> None:
-        self.fold()
-        self._total = value
-
-    @property
-    def max(self) -> float:
-        """The largest sample (seconds; 0 before any)."""
-        self.fold()
-        return self._max
-
-    @max.setter
-    def max(self, value: float) -> None:
-        self.fold()
-        self._max = value
+    #: per-bucket counts, bounds in :data:`BUCKETS` (``counts[i]``: samples ``<= BUCKETS[i]``)
+    counts: _Folded[list[int]] = _Folded()
+    #: the fine log-linear slot counts behind :meth:`percentile`
+    fine: _Folded[list[int]] = _Folded()
+    #: the sum of all samples (seconds)
+    total: _Folded[float] = _Folded()
+    #: the largest sample (seconds; 0 before any)
+    max: _Folded[float] = _Folded()
 
     def fold(self) -> None:
         """Count the samples in :attr:`pending`, as :meth:`record` would: sorted once, then a bisection
