@@ -15,6 +15,7 @@ from gpool import Pool, PoolExhaustedError
 from gpool._invariants import check_invariants
 from gpool.stats import BUCKETS, CLOSE_REASONS, FOLD_AT, PERCENTILE_ERROR, Histogram
 from tests.fakes import FakeFactory
+from tests.support import wait_until
 
 
 def test_every_close_reason_is_counted(make_pool, factory, clock):
@@ -96,7 +97,7 @@ def test_pool_waits_are_counted_by_the_first_reader_or_at_fold_at(make_pool):
     def one_wait():
         held = pool.acquire()
         waiter = gevent.spawn(lambda: pool.release(pool.acquire(timeout=5)))
-        gevent.sleep(0)  # queued behind us
+        wait_until(lambda: len(pool._waiters) == 1, what="the waiter queued")
         pool.release(held)
         waiter.get(timeout=5)
 
