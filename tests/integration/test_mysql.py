@@ -534,7 +534,16 @@ def test_replies_of_every_size_are_read_whole_and_in_order(
     # rows larger than one recv(), packets of 16 MB and over (continued in the next packet), errors
     # after a result and multi-statement results must read exactly as through PyMySQL's own reader.
     with side.cursor() as cur:
+        saved = scalar(cur, "SELECT @@GLOBAL.max_allowed_packet")
         cur.execute("SET GLOBAL max_allowed_packet = 67108864")
+    try:
+        _read_replies_of_every_size(make_pool, table)
+    finally:
+        with side.cursor() as cur:
+            cur.execute("SET GLOBAL max_allowed_packet = %s", (saved,))
+
+
+def _read_replies_of_every_size(make_pool: Callable[..., MySQLPool], table: str) -> None:
     pool = make_pool(max_connections=1, autocommit=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
                      max_allowed_packet=67108864)
     sizes = [0, 1, 250, 251, 65535, 65536, 100_000, 16 * 1024 * 1024 - 5, 16 * 1024 * 1024 + 3]
