@@ -103,7 +103,8 @@ class _ReadAhead:
     _gpool_reader: Optional[_Reader] = None
     #: reset() sent a ROLLBACK whose reply settle() (or is_clean(), once all of it arrived) reads
     _gpool_owed = False
-    _gpool_tcp_sock: Any = None
+    # MySQLConnection's (its plain TCP socket and that socket's poll, set per connect)
+    _gpool_tcp_sock: Any
     _gpool_tcp_poll: Callable[[int], Any]
     # PyMySQL's
     _sock: Any

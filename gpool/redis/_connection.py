@@ -368,13 +368,12 @@ class _Slot:
             return False  # no longer wanted (Sentinel: not the master now)
         if sock is not self.polled and not self._watch(sock):
             return False
-        if not poll:
-            pass
-        elif _poll is None:  # pragma: no cover
-            if not socket_is_clean(sock):
+        if poll:
+            if _poll is None:  # pragma: no cover
+                if not socket_is_clean(sock):
+                    return False
+            elif self.poller.poll(0):
                 return False
-        elif self.poller.poll(0):
-            return False
         buf = self.rbuf
         if buf is None:
             if not _parser_is_clean(conn):  # hiredis, or a parser of another shape
