@@ -194,7 +194,7 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         self._pool: Pool[_Slot] = Pool(self._new_slot, None, config=config.replace(name=config.name or target))
         # A template for the clients of connection() blocks: redis.Redis() costs ~100 us (it builds
         # its response-callback table), a copy of this one ~2 us.
-        self._template = _redis.Redis(connection_pool=self)
+        self._template = _BlockClient(connection_pool=self)
         # What an ended block's client is left with: its callbacks, shared with the next blocks on its
         # connection, are out of its reach (changing these raises, as its commands do).
         self._ended_callbacks = _BlockCallbacks({}, self._pool.name)
@@ -293,10 +293,20 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         entry = pool._in_use.get(id(slot))  # _adopt, inlined: the common case (its holder) needs no call
         if entry is not None and entry.holder is not getcurrent():
             pool._adopt(slot)
-        if (connection._sock is None or connection._gpool_replies or connection._gpool_state
-                or slot.epoch != self._epoch or getattr(connection, "_re_auth_token", None) is not None
-                or not slot.is_clean(False)):
-            self._give_back(slot, False)  # dropped (never kept with bytes nobody asked for), or re-authenticated
+        # slot.is_clean(False) inlined for the common case: a socket already watched, no reconnect
+        # asked for, and nothing unread in the parser's buffer (the next checkout also polls the socket).
+        sock = connection._sock
+        buf = slot.rbuf
+        if (sock is None or sock is not slot.polled or buf is None or connection._gpool_replies
+                or connection._gpool_state or slot.epoch != self._epoch or slot.reconnect is not None
+                or getattr(connection, "_should_reconnect", False)
+                or getattr(connection, "_re_auth_token", None) is not None):
+            self._give_back(slot, False)  # dropped (closed, a session change...), or re-authenticated
+            return
+        pos = buf.tell()
+        if buf.seek(0, 2) != pos:  # bytes nobody asked for, read with a reply: never kept
+            buf.seek(pos)
+            self._give_back(slot, True)
             return
         try:  # the common case of _give_back, inlined: this runs for every command
             pool.release(slot)
@@ -443,7 +453,17 @@ class RedisPool(PoolFacade, _redis.ConnectionPool):
         callbacks.live = True
         client.response_callbacks = callbacks
         client.connection_pool = bound
+        client.connection = bound._conn  # redis-py then skips the pool's checkout and release per command
         return client, callbacks
+
+
+class _BlockClient(_redis.Redis):
+    """The ``redis.Redis`` of a ``connection()`` block (copied from the pool's template, per block)."""
+
+    def __del__(self) -> None:
+        # redis.Redis.__del__ calls close(), which has nothing to do here (the block gives the
+        # connection back and the pool is the parent's): ~7k instructions a block, saved.
+        pass
 
 
 class _BlockCallbacks(_CaseInsensitiveDict):
@@ -588,6 +608,7 @@ class _Binding:
             self.callbacks.live = False
             if self.client is not None:
                 self.client.response_callbacks = self.pool._ended_callbacks
+                self.client.connection = None
             self.client = self.callbacks = None
         # As in gpool.Pool.connection(): an interruption or a connection error poisons it; an error
         # of the pool itself (a nested checkout timed out) says nothing about this connection.

@@ -206,6 +206,45 @@ def test_connection_block_binds_one_connection(
     assert pool.client().client_id() in ids  # the block's connection went back and is reused
 
 
+def test_what_a_block_made_fails_after_it_and_never_reaches_the_next_block(
+    redis_server: Any, make_pool: Callable[..., RedisPool]
+) -> None:
+    pool = make_pool(redis_server, max_connections=1)
+    with pool.connection() as r:
+        me = r.client_id()
+        late_pipe = r.pipeline(transaction=False)
+        assert r.connection is not None  # redis-py uses the block's connection with no checkout per command
+    assert r.connection is None
+    with pool.connection() as again:  # the same connection, the only one
+        assert again is not r and again.client_id() == me
+        with pytest.raises(redis.ConnectionError, match="block that has ended"):
+            r.client_id()
+        with pytest.raises(redis.ConnectionError, match="block that has ended"):
+            late_pipe.client_id().execute()
+        assert again.echo("mine") == b"mine"
+    assert pool.stats().created == 1
+
+
+def test_a_connection_class_that_overrides_sending_is_used_for_every_command(
+    redis_server: Any, make_pool: Callable[..., RedisPool]
+) -> None:
+    sent: list[Any] = []
+
+    class Recording(redis.Connection):
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            sent.append(args[0])
+            super().send_command(*args, **kwargs)
+
+    pool = make_pool(redis_server, max_connections=1, connection_class=Recording)
+    r = pool.client()
+    assert r.echo("a") == b"a"
+    assert sent == ["ECHO"]
+    r.execute_command("SELECT", 1)  # still tracked through the override: the connection is not reused
+    assert sent == ["ECHO", "SELECT"]
+    assert pool.stats().dropped == 1
+    assert r.echo("b") == b"b" and pool.stats().created == 2
+
+
 @pytest.mark.timeout(20)
 def test_a_blocks_response_callbacks_stay_its_own(redis_server: Any, make_pool: Callable[..., RedisPool]) -> None:
     # The blocks of one connection share a copy of the callbacks until one changes it: a change stays in
