@@ -234,7 +234,8 @@ class PooledConnection:
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         if self._gpool_inline_send:  # redis-py's own send_command, inlined: pack, then send (2 calls less)
-            self._gpool_send_packed(self._command_packer.pack(*args), kwargs.get("check_health", True))
+            self._gpool_send_packed(self._command_packer.pack(*args),  # type: ignore[attr-defined]
+                                    kwargs.get("check_health", True))
         else:
             self._gpool_send(*args, **kwargs)
         # Counted once sent: a lazy reconnect inside the send starts a new session (counters cleared).
