@@ -194,16 +194,16 @@ class PoolState:
         if now >= entry.retire_at:
             self._retire(entry, now)
             return
-        # Critical section: out of the in-use map and on to its next user in one step.
-        del self._in_use[entry.key]
-        entry.holder = None
+        # Critical section: on to its next user in one step (the oldest waiter, else the idle stack).
         entry.last_used_at = now
         fresh_until = now + entry.fresh_for
         entry.fast_until = fresh_until if fresh_until < entry.expires_at else entry.expires_at
         if self._waiters:
-            self._make_available(entry, now)
-        else:
-            self._idle.append(entry)
+            self._hand_over(entry, now)  # it stays in the in-use map: only its holder changes
+            return
+        del self._in_use[entry.key]
+        entry.holder = None
+        self._idle.append(entry)
 
     def _release_unheld(self, conn: Any) -> Optional[_Entry]:
         raise NotImplementedError
@@ -219,12 +219,16 @@ class PoolState:
         if not self._waiters:
             self._idle.append(entry)
             return
+        self._in_use[entry.key] = entry
+        self._hand_over(entry, now)
+
+    def _hand_over(self, entry: _Entry, now: float) -> None:
+        # Critical section (called from one): ``entry``, in the in-use map, becomes the oldest waiter's.
         waiter = self._waiters.popitem(last=False)[0]
         if not self._waiters:
             self._timer.disarm()
         entry.holder = waiter.greenlet
         entry.checked_out_at = now
-        self._in_use[entry.key] = entry
         waiter.entry = entry
         waiter.state = _waiting.GOT_ENTRY
         wake(waiter)
