@@ -31,12 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpool")
 
 
-def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt) -> bool:
-    """The checkout contract for ``entry``, just taken and tracked as ours. False: it was dropped."""
+def checkout(pool: Pool[Any], entry: _Entry, fresh: bool, attempt: Attempt, unclean: bool = False) -> bool:
+    """The checkout contract for ``entry``, just taken and tracked as ours. False: it was dropped.
+
+    ``unclean``: the caller's ``is_clean()`` of this connection, just now and with no yield since, said False.
+    """
     now = entry.checked_out_at
     # A connection that may owe the reply of what its reset() sent says so by not being clean: then
     # settle() reads it first (a failure drops it), and the checks below run on the settled connection.
-    if entry.settle is not None and entry.is_clean is not None and not _is_clean(pool, entry):
+    if entry.settle is not None and entry.is_clean is not None and (unclean or not _is_clean(pool, entry)):
         try:
             settled = entry.settle(0.0)  # the reply is usually there already: no wait, no Timeout
         except Exception as exc:

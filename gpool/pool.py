@@ -362,12 +362,14 @@ class Pool(PoolState, Generic[T]):
             # (called here: a False or a raise goes through _health.checkout, which drops it).
             # (A connection with settle() that is clean owes nothing: it needs no settling either.)
             fast = entry.checked_out_at < entry.fast_until and self._plain_checkout
+            unclean = False  # is_clean() just said no: the checkout does not ask again before settling
             if fast and entry.is_clean is not None:
                 try:
                     fast = bool(entry.is_clean())
                 except Exception:
                     fast = False
-            if fast or _health.checkout(self, entry, entry.created_at >= start, attempt):
+                unclean = not fast
+            if fast or _health.checkout(self, entry, entry.created_at >= start, attempt, unclean):
                 if self._max_usage is not None:
                     entry.usage += 1
                     if entry.usage >= self._max_usage:

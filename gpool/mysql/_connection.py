@@ -492,14 +492,16 @@ class MySQLConnection(_ReadAhead, pymysql.connections.Connection):
         reader = self._gpool_reader
         if sock is None or reader is None:
             return False
+        if timeout == 0:
+            # Never waits: None when the reply is not all there yet (or not a plain OK), and the pool
+            # calls again with its deadline.
+            return True if self._gpool_settled_now(sock) else None
+        # Nothing of it read yet: read (no poll first: the recv returns at once when it has arrived, else
+        # waits), then try the short way.
+        if reader.pos == len(reader.buf):
+            self._gpool_fill(reader)
         if self._gpool_settled_now(sock):
             return True
-        if timeout == 0:
-            return None  # not all there yet (or not a plain OK): the pool calls again, waiting
-        if reader.pos == len(reader.buf):  # nothing of it yet: wait for it, then the short way again
-            self._gpool_fill(reader)
-            if self._gpool_settled_now(sock):
-                return True
         self._read_ok_packet()  # the long way: a partial reply, an error, a transaction still open
         self._gpool_owed = False
         return not self.server_status & _IN_TRANS
