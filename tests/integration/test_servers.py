@@ -63,6 +63,8 @@ def test_find_free_port_is_bindable_on_loopback() -> None:
     for port in ports:
         assert 1024 < port < 65536
         with socket.socket() as sock:
+            # As the servers bind: a port some earlier test's connection left in TIME_WAIT is free to them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
 
 
