@@ -12,6 +12,7 @@ import errno
 import select
 import socket as _socket
 import time
+from _socket import socket as _OSSocket  # the OS socket type, which monkey-patching leaves alone
 from typing import Optional
 
 import gevent.socket
@@ -39,6 +40,19 @@ def socket_is_clean(sock: _socket.socket) -> bool:
     poller = _poll()
     poller.register(fd, select.POLLIN | select.POLLPRI)
     return not poller.poll(0)
+
+
+def _os_socket(sock: object) -> Optional[_OSSocket]:
+    """The non-blocking OS socket under a plain (not TLS) gevent socket, else None.
+
+    A small packet written there goes out in one ``send()``, where gevent's ``sendall`` first asks the
+    kernel for the send buffer's size (one ``getsockopt`` per call) and runs five Python calls. Never
+    for TLS: those bytes must go through the TLS layer.
+    """
+    raw = getattr(sock, "_sock", None)
+    if not isinstance(raw, _OSSocket) or raw.gettimeout() != 0.0 or hasattr(sock, "getpeercert"):
+        return None
+    return raw
 
 
 class Connection(abc.ABC):

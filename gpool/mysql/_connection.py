@@ -21,7 +21,7 @@ from pymysql.constants import CLIENT, COMMAND, CR, ER, SERVER_STATUS
 
 from .._chain import exception_chain
 from .._secret import quotes_secret, secret_forms
-from ..connection import socket_is_clean
+from ..connection import _os_socket, socket_is_clean
 from ._reader import _ReadAhead
 
 log = logging.getLogger("gpool.mysql")
@@ -141,6 +141,7 @@ class MySQLConnection(_ReadAhead, pymysql.connections.Connection):
         self._gpool_tcp_sock: Any = None
         self._gpool_tcp_fd = -1
         self._gpool_tcp_poll: Any = None
+        self._gpool_tcp_raw: Any = None  # gevent's non-blocking OS socket under it, when it is one
         self._gpool_tls_sock: Any = None
         if _tls is None:
             super().__init__(**kwargs)
@@ -214,12 +215,14 @@ class MySQLConnection(_ReadAhead, pymysql.connections.Connection):
         if hasattr(sock, "getpeercert"):
             self._gpool_tls_sock = sock
             self._gpool_tcp_sock, self._gpool_tcp_fd, self._gpool_tcp_poll = None, -1, None
+            self._gpool_tcp_raw = None
         else:
             fd = sock.fileno()
             poller = _real_poll()
             poller.register(fd, select.POLLIN | select.POLLPRI)
             self._gpool_tls_sock = None
             self._gpool_tcp_sock, self._gpool_tcp_fd, self._gpool_tcp_poll = sock, fd, poller.poll
+            self._gpool_tcp_raw = _os_socket(sock)  # for _write_bytes
 
     def _get_server_information(self) -> None:
         self._gpool_step = "reading the server's greeting"
@@ -302,6 +305,18 @@ class MySQLConnection(_ReadAhead, pymysql.connections.Connection):
             raise
 
     def _write_bytes(self, data: bytes) -> None:
+        raw = self._gpool_tcp_raw
+        if raw is not None and self._sock is self._gpool_tcp_sock:
+            # A packet the kernel takes at once goes out in one non-blocking send(): gevent's sendall
+            # asks the kernel for the send buffer's size first (a getsockopt), on every call. Anything
+            # else (the buffer full, an error) takes PyMySQL's way for the rest, which waits or raises.
+            try:
+                sent = raw.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         try:
             _Connection._write_bytes(self, data)
         except BaseException:

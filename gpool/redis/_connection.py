@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import ResponseError as _ResponseError
 from redis.retry import Retry
 
-from ..connection import socket_is_clean
+from ..connection import _os_socket, socket_is_clean
 
 if TYPE_CHECKING:
     from ._pool import RedisPool
@@ -140,6 +140,10 @@ class PooledConnection:
     _gpool_batch: Optional[tuple[Any, list[Any]]] = None
     #: whether the next class's send_command is redis-py's own (pack, then send_packed_command)
     _gpool_inline_send = False
+    #: whether its send_packed_command is redis-py's own (see _gpool_write)
+    _gpool_own_send = False
+    _gpool_raw_for: Any = None  # the socket _gpool_raw was looked up for
+    _gpool_raw: Any = None  # the non-blocking OS socket under it, or None (TLS, not gevent's)
     #: the pool's record of this connection (set by the pool that made it)
     _gpool_slot: Optional[_Slot] = None
     #: the server-side timeout (s; 0: none) of the blocking command whose reply is read next
@@ -232,10 +236,36 @@ class PooledConnection:
     def _gpool_send_packed(self, *args: Any, **kwargs: Any) -> Any:
         return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
 
+    def _gpool_write(self, command: Any, check_health: bool) -> None:
+        """redis-py's send_packed_command, in non-blocking sends when the kernel takes it all at once.
+
+        Only for redis-py's own send_packed_command on a plain socket, with no health check due
+        (``health_check_interval``); anything else, or what the kernel does not take at once (its
+        buffer full, an error), goes through redis-py's, which waits, times out or raises as usual.
+        """
+        sock = self._sock  # type: ignore[attr-defined]
+        if sock is None or not self._gpool_own_send or (check_health and self.health_check_interval):  # type: ignore[attr-defined]
+            self._gpool_send_packed(command, check_health)
+            return
+        if sock is not self._gpool_raw_for:
+            self._gpool_raw_for, self._gpool_raw = sock, _os_socket(sock)
+        raw = self._gpool_raw
+        if raw is None or isinstance(command, str):
+            self._gpool_send_packed(command, check_health)
+            return
+        for i, item in enumerate(command):
+            try:
+                sent = raw.send(item)
+            except OSError:
+                sent = 0
+            if sent != len(item):
+                self._gpool_send_packed([item[sent:], *command[i + 1:]], False)
+                return
+
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         if self._gpool_inline_send:  # redis-py's own send_command, inlined: pack, then send (2 calls less)
-            self._gpool_send_packed(self._command_packer.pack(*args),  # type: ignore[attr-defined]
-                                    kwargs.get("check_health", True))
+            self._gpool_write(self._command_packer.pack(*args),  # type: ignore[attr-defined]
+                              kwargs.get("check_health", True))
         else:
             self._gpool_send(*args, **kwargs)
         # Counted once sent: a lazy reconnect inside the send starts a new session (counters cleared).
@@ -256,10 +286,10 @@ class PooledConnection:
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         batch = self._gpool_batch
         if batch is None or batch[0] is not command:
-            self._gpool_send_packed(command, check_health)
+            self._gpool_write(command, check_health)
             return
         self._gpool_batch = None
-        self._gpool_send_packed(command, check_health)
+        self._gpool_write(command, check_health)
         if not self._gpool_handshake:
             for args in batch[1]:
                 self._gpool_track(args)
@@ -310,7 +340,8 @@ def _pooled_class(cls: Any) -> type:
         pooled = type(f"Pooled{cls.__name__}", (PooledConnection, cls), {
             "__module__": "gpool.redis", "_gpool_send": cls.send_command, "_gpool_read": cls.read_response,
             "_gpool_send_packed": cls.send_packed_command,
-            "_gpool_inline_send": cls.send_command is _BASE_SEND_COMMAND})
+            "_gpool_inline_send": cls.send_command is _BASE_SEND_COMMAND,
+            "_gpool_own_send": cls.send_packed_command is _rconn.AbstractConnection.send_packed_command})
         _pooled_classes[cls] = pooled
     return pooled
 

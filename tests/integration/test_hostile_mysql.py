@@ -163,6 +163,26 @@ def test_frozen_server_ends_acquire_within_its_timeout(restartable_mysql_server:
         pool.close()
 
 
+def test_a_query_too_large_for_a_frozen_server_is_bounded_and_never_reused(restartable_mysql_server: Any) -> None:
+    # A packet the kernel does not take at once (issue 18 sends small ones in one non-blocking send)
+    # goes on through PyMySQL's write, bounded by write_timeout; the half-sent connection is dropped.
+    server = restartable_mysql_server
+    pool = MySQLPool(**server.connect_kwargs(), max_connections=1, write_timeout=0.5, ssl_disabled=True)
+    try:
+        assert pool.query_one("SELECT 1 AS one") == {"one": 1}
+        with frozen(server.pid):
+            began = monotonic()
+            with gevent.Timeout(6, AssertionError("the write never gave up")), \
+                    pytest.raises(pymysql.err.OperationalError):
+                pool.query("SELECT LENGTH(%s)", ("x" * (48 * 1024 * 1024),))
+            assert monotonic() - began < 3.0
+        assert pool.query_one("SELECT 2 AS two") == {"two": 2}
+        stats = pool.stats()
+        assert (stats.created, stats.dropped) == (2, 1)
+    finally:
+        pool.close()
+
+
 def test_health_check_honours_the_callers_timeout(restartable_mysql_server: Any) -> None:
     server = restartable_mysql_server
     conn = MySQLConnection(**server.connect_kwargs(), ssl_disabled=True)

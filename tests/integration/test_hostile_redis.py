@@ -20,7 +20,7 @@ from redis.backoff import ConstantBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
 
 from gpool.redis import RedisPool  # noqa: E402
-from tests.hostile_servers import FakeRedis  # noqa: E402
+from tests.hostile_servers import FakeRedis, frozen  # noqa: E402
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -186,3 +186,43 @@ def test_connection_with_unread_bytes_in_the_parser_is_not_kept_on_return(
     stats = pool.stats()
     assert (stats.idle, stats.in_use, stats.closed) == (0, 0, 1)  # closed at once, not kept idle
     assert pool.client().echo("mine") == b"mine"
+
+
+def test_commands_of_every_size_are_sent_whole(redis_server: Any) -> None:
+    # Small commands go out in one non-blocking send (issue 18); what the kernel does not take at once
+    # goes on through redis-py's sendall. Values up to 24 MB, alone and in a pipeline, stay in step.
+    pool = RedisPool(**redis_server.connect_kwargs(), max_connections=1)
+    try:
+        r = pool.client()
+        for size in (0, 1, 65_536, 3 * 1024 * 1024, 24 * 1024 * 1024):
+            assert r.set("gpool:big", b"v" * size) is True
+            assert r.strlen("gpool:big") == size and r.echo("after") == b"after"
+        with r.pipeline(transaction=False) as pipe:
+            values = [b"a" * (5 * 1024 * 1024), b"b" * 10, b"c" * (2 * 1024 * 1024)]
+            for i, value in enumerate(values):
+                pipe.set(f"gpool:big:{i}", value)
+            pipe.strlen("gpool:big:0").strlen("gpool:big:1").strlen("gpool:big:2")
+            assert pipe.execute() == [True, True, True, *map(len, values)]
+        r.delete("gpool:big", "gpool:big:0", "gpool:big:1", "gpool:big:2")
+        assert (pool.stats().created, pool.stats().dropped) == (1, 0)
+    finally:
+        pool.close()
+
+
+def test_a_command_too_large_for_a_frozen_server_is_bounded_and_never_reused(
+        restartable_redis_server: Any) -> None:
+    server = restartable_redis_server
+    pool = RedisPool(**server.connect_kwargs(), max_connections=1, socket_timeout=0.5)
+    try:
+        r = pool.client()
+        assert r.ping() is True
+        with frozen(server.pid):
+            began = monotonic()
+            with gevent.Timeout(6, AssertionError("the write never gave up")), pytest.raises(redis.TimeoutError):
+                r.set("gpool:frozen", b"x" * (48 * 1024 * 1024))
+            assert monotonic() - began < 3.0
+        assert r.ping() is True
+        stats = pool.stats()
+        assert (stats.created, stats.dropped) == (2, 1)
+    finally:
+        pool.close()

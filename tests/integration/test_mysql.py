@@ -565,6 +565,11 @@ def _read_replies_of_every_size(make_pool: Callable[..., MySQLPool], table: str)
         with pytest.raises(pymysql.err.ProgrammingError):
             cur.execute("SELECT * FROM no_such_table_here")
         assert scalar(cur, "SELECT 9") == 9
+        # Queries of every size are sent whole: small ones in one send, larger ones in parts (the
+        # kernel's send buffer full), those of 16 MB and over in several packets.
+        for size in (0, 1, 100_000, 5 * 1024 * 1024, 16 * 1024 * 1024 + 3):
+            assert scalar(cur, "SELECT LENGTH(%s)", ("q" * size,)) == size
+            assert scalar(cur, "SELECT 10") == 10
     assert pool.stats().dropped == 0 and pool.stats().created == 1
 
 

@@ -114,3 +114,27 @@ def test_connection_base_defaults():
     assert not conn.is_fatal(KeyError())
     assert not conn.is_expired()
     conn.reset()
+
+
+def test_small_writes_bypass_gevent_only_on_a_plain_gevent_socket():
+    # gpool.connection._os_socket: the adapters' one-send write path (issue 18) must never write
+    # under TLS (bytes must go through the TLS layer) nor on a blocking socket (it could block).
+    import _socket
+    import socket
+    import ssl
+
+    import gevent.socket
+    import gevent.ssl
+
+    from gpool.connection import _os_socket
+
+    with gevent.socket.socket() as plain:
+        raw = _os_socket(plain)
+        assert isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0 and raw.fileno() == plain.fileno()
+        context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        with gevent.socket.socket() as inner, context.wrap_socket(inner, server_hostname="x",
+                                                                  do_handshake_on_connect=False) as tls:
+            assert _os_socket(tls) is None
+    with socket.socket() as stdlib:  # unpatched here: a blocking socket with no gevent layer
+        assert _os_socket(stdlib) is None
+    assert _os_socket(object()) is None
