@@ -127,8 +127,9 @@ class PooledConnection:
     ``SSLConnection`` and ``UnixDomainSocketConnection`` (or of your ``connection_class``), so
     ``isinstance(conn, redis.connection.Connection)`` holds and everything redis-py does with a
     connection works. The bookkeeping wraps ``send_command`` and ``read_response`` (and a pipeline's
-    send): about 0.7 us per command on CPython 3.11, most of it the two extra calls; what the
-    handshake sends (``AUTH``, ``HELLO``, ``SELECT`` of the configured db) is not counted.
+    send); what the handshake sends (``AUTH``, ``HELLO``, ``SELECT`` of the configured db) is not
+    counted. Under gevent, a command the kernel takes at once is written with one non-blocking
+    ``send()`` rather than gevent's ``sendall`` (see ``_gpool_write``), which more than pays for it.
     """
 
     #: replies owed: commands sent minus replies read (0 when the connection can be reused)
