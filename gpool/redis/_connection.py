@@ -245,13 +245,13 @@ class PooledConnection:
         buffer full, an error), goes through redis-py's, which waits, times out or raises as usual.
         """
         sock = self._sock  # type: ignore[attr-defined]
-        if sock is None or not self._gpool_own_send or (check_health and self.health_check_interval):  # type: ignore[attr-defined]
-            self._gpool_send_packed(command, check_health)
-            return
-        if sock is not self._gpool_raw_for:
-            self._gpool_raw_for, self._gpool_raw = sock, _os_socket(sock)
-        raw = self._gpool_raw
-        if raw is None or isinstance(command, str):
+        raw = None
+        if (sock is not None and self._gpool_own_send and not isinstance(command, str)
+                and not (check_health and self.health_check_interval)):  # type: ignore[attr-defined]
+            if sock is not self._gpool_raw_for:
+                self._gpool_raw_for, self._gpool_raw = sock, _os_socket(sock)
+            raw = self._gpool_raw
+        if raw is None:
             self._gpool_send_packed(command, check_health)
             return
         for i, item in enumerate(command):
